@@ -1,0 +1,7 @@
+//! `invoice-processor` Lambda. The handler arrives with the saga issue; until then the
+//! binary exists so the workspace layout, build and template are complete.
+
+fn main() {
+    eprintln!("invoice-processor: not implemented yet");
+    std::process::exit(1);
+}

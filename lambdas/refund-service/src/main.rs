@@ -1,0 +1,7 @@
+//! `refund-service` Lambda. The handler arrives with the saga issue; until then the
+//! binary exists so the workspace layout, build and template are complete.
+
+fn main() {
+    eprintln!("refund-service: not implemented yet");
+    std::process::exit(1);
+}

@@ -1,0 +1,309 @@
+//! The one error taxonomy. Every error in the system maps to an [`ErrorType`],
+//! whose name is the Lambda `errorType` that the state machine matches with
+//! `ErrorEquals` and that the API maps to a status code. Transient failures are
+//! all `Retryable`; each business failure has its own name.
+
+use std::fmt;
+
+use crate::domain::{
+    Currency, IdError, Money, MoneyError, MovementError, TransitionError, WalletKey,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorType {
+    /// Throttling, version conflicts, timeouts, 5xx: try again with backoff.
+    Retryable,
+    ValidationError,
+    CurrencyMismatch,
+    InsufficientFunds,
+    WalletNotFound,
+    PaymentNotFound,
+    RefundNotFound,
+    NotFound,
+    /// A create with an existing id but different content.
+    AlreadyExists,
+    InvalidTransition,
+    /// A different movement already holds this ledger `txId`.
+    LedgerConflict,
+    /// A compensation or refund names a debit that does not exist (or differs).
+    DebitNotFound,
+    RefundExceedsAmount,
+    /// A broken invariant or unreadable stored data: not retryable, alarm.
+    InternalError,
+}
+
+impl ErrorType {
+    pub const ALL: [ErrorType; 14] = [
+        Self::Retryable,
+        Self::ValidationError,
+        Self::CurrencyMismatch,
+        Self::InsufficientFunds,
+        Self::WalletNotFound,
+        Self::PaymentNotFound,
+        Self::RefundNotFound,
+        Self::NotFound,
+        Self::AlreadyExists,
+        Self::InvalidTransition,
+        Self::LedgerConflict,
+        Self::DebitNotFound,
+        Self::RefundExceedsAmount,
+        Self::InternalError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retryable => "Retryable",
+            Self::ValidationError => "ValidationError",
+            Self::CurrencyMismatch => "CurrencyMismatch",
+            Self::InsufficientFunds => "InsufficientFunds",
+            Self::WalletNotFound => "WalletNotFound",
+            Self::PaymentNotFound => "PaymentNotFound",
+            Self::RefundNotFound => "RefundNotFound",
+            Self::NotFound => "NotFound",
+            Self::AlreadyExists => "AlreadyExists",
+            Self::InvalidTransition => "InvalidTransition",
+            Self::LedgerConflict => "LedgerConflict",
+            Self::DebitNotFound => "DebitNotFound",
+            Self::RefundExceedsAmount => "RefundExceedsAmount",
+            Self::InternalError => "InternalError",
+        }
+    }
+
+    pub fn is_retryable(self) -> bool {
+        self == Self::Retryable
+    }
+}
+
+impl fmt::Display for ErrorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl MoneyError {
+    pub fn error_type(&self) -> ErrorType {
+        match self {
+            Self::CurrencyMismatch { .. } => ErrorType::CurrencyMismatch,
+            Self::InvalidAmountFormat { .. }
+            | Self::AmountOutOfRange { .. }
+            | Self::UnknownCurrency { .. }
+            | Self::TooManyDecimals { .. }
+            | Self::Negative { .. }
+            | Self::NotPositive
+            | Self::AboveMaximum { .. }
+            | Self::Overflow => ErrorType::ValidationError,
+        }
+    }
+}
+
+impl IdError {
+    pub fn error_type(&self) -> ErrorType {
+        match self {
+            Self::Malformed { .. } | Self::InvalidUserId => ErrorType::ValidationError,
+        }
+    }
+}
+
+impl TransitionError {
+    pub fn error_type(&self) -> ErrorType {
+        match self {
+            Self::NotAllowed { .. } | Self::RefundNotAllowed { .. } => ErrorType::InvalidTransition,
+            Self::RefundExceedsAmount { .. } => ErrorType::RefundExceedsAmount,
+        }
+    }
+}
+
+/// Infrastructure failures of a store, independent of the backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RepoError {
+    #[error("store throttled the request: {0}")]
+    Throttled(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored item could not be read back into a domain value.
+    #[error("stored item is corrupt: {0}")]
+    Corrupt(String),
+    /// The store refused the request as malformed: a bug on our side.
+    #[error("store rejected the request: {0}")]
+    Rejected(String),
+}
+
+impl RepoError {
+    pub fn error_type(&self) -> ErrorType {
+        match self {
+            Self::Throttled(_) | Self::Unavailable(_) => ErrorType::Retryable,
+            Self::Corrupt(_) | Self::Rejected(_) => ErrorType::InternalError,
+        }
+    }
+}
+
+/// What a stored record is, for error messages and names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    Payment,
+    Refund,
+    IdempotencyRecord,
+    Breaker,
+}
+
+impl fmt::Display for Entity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Payment => "payment",
+            Self::Refund => "refund",
+            Self::IdempotencyRecord => "idempotency record",
+            Self::Breaker => "circuit breaker",
+        })
+    }
+}
+
+/// Errors of the record stores (payments, events, refunds, idempotency, breaker).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("{entity} {id} not found")]
+    NotFound { entity: Entity, id: String },
+    #[error("{entity} {id} already exists with different content")]
+    AlreadyExists { entity: Entity, id: String },
+    /// Another writer changed the record since it was read (optimistic lock).
+    #[error("{entity} {id} was changed concurrently")]
+    StaleVersion { entity: Entity, id: String },
+    #[error("cursor `{0}` is not one this listing returned")]
+    InvalidCursor(String),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+impl StoreError {
+    pub fn payment_not_found(id: impl fmt::Display) -> Self {
+        Self::NotFound {
+            entity: Entity::Payment,
+            id: id.to_string(),
+        }
+    }
+
+    pub fn error_type(&self) -> ErrorType {
+        match self {
+            Self::NotFound {
+                entity: Entity::Payment,
+                ..
+            } => ErrorType::PaymentNotFound,
+            Self::NotFound {
+                entity: Entity::Refund,
+                ..
+            } => ErrorType::RefundNotFound,
+            Self::NotFound {
+                entity: Entity::IdempotencyRecord | Entity::Breaker,
+                ..
+            } => ErrorType::NotFound,
+            Self::AlreadyExists { .. } => ErrorType::AlreadyExists,
+            Self::StaleVersion { .. } => ErrorType::Retryable,
+            Self::InvalidCursor(_) => ErrorType::ValidationError,
+            Self::Transition(err) => err.error_type(),
+            Self::Repo(err) => err.error_type(),
+        }
+    }
+}
+
+/// Errors of wallet movements and wallet reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WalletError {
+    #[error("wallet {0} does not exist")]
+    WalletNotFound(WalletKey),
+    #[error("insufficient funds: balance {balance}, requested {requested}")]
+    InsufficientFunds { balance: Money, requested: Money },
+    #[error("wallet is in {wallet}, movement is in {movement}")]
+    CurrencyMismatch {
+        wallet: Currency,
+        movement: Currency,
+    },
+    #[error("ledger entry {tx_id} already records a different movement")]
+    LedgerConflict { tx_id: String },
+    #[error("no matching debit {tx_id} to give back")]
+    DebitNotFound { tx_id: String },
+    /// Every bounded attempt lost the optimistic-version race; nothing was written.
+    #[error("wallet {key} was changed concurrently {attempt_count} times; retry")]
+    VersionConflict { key: WalletKey, attempt_count: u32 },
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+impl From<MovementError> for WalletError {
+    fn from(err: MovementError) -> Self {
+        match err {
+            MovementError::InsufficientFunds { balance, requested } => {
+                Self::InsufficientFunds { balance, requested }
+            }
+            MovementError::CurrencyMismatch { wallet, movement } => {
+                Self::CurrencyMismatch { wallet, movement }
+            }
+            MovementError::Money(err) => Self::Money(err),
+        }
+    }
+}
+
+impl WalletError {
+    pub fn error_type(&self) -> ErrorType {
+        match self {
+            Self::WalletNotFound(_) => ErrorType::WalletNotFound,
+            Self::InsufficientFunds { .. } => ErrorType::InsufficientFunds,
+            Self::CurrencyMismatch { .. } => ErrorType::CurrencyMismatch,
+            Self::LedgerConflict { .. } => ErrorType::LedgerConflict,
+            Self::DebitNotFound { .. } => ErrorType::DebitNotFound,
+            Self::VersionConflict { .. } => ErrorType::Retryable,
+            Self::Money(err) => err.error_type(),
+            Self::Repo(err) => err.error_type(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_pascal_case() {
+        let mut names: Vec<&str> = ErrorType::ALL.iter().map(|t| t.as_str()).collect();
+        for name in &names {
+            assert!(
+                name.chars().next().is_some_and(|c| c.is_ascii_uppercase()),
+                "{name}"
+            );
+            assert!(name.chars().all(|c| c.is_ascii_alphanumeric()), "{name}");
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorType::ALL.len());
+    }
+
+    #[test]
+    fn transient_failures_are_retryable_and_business_ones_are_not() {
+        assert!(
+            RepoError::Throttled("slow down".into())
+                .error_type()
+                .is_retryable()
+        );
+        assert!(
+            RepoError::Unavailable("timeout".into())
+                .error_type()
+                .is_retryable()
+        );
+        assert!(
+            !RepoError::Corrupt("bad item".into())
+                .error_type()
+                .is_retryable()
+        );
+        let stale = StoreError::StaleVersion {
+            entity: Entity::Payment,
+            id: "pay_x".into(),
+        };
+        assert_eq!(stale.error_type(), ErrorType::Retryable);
+        assert_eq!(
+            MoneyError::NotPositive.error_type(),
+            ErrorType::ValidationError
+        );
+    }
+}

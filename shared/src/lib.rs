@@ -1,0 +1,14 @@
+//! Shared library of the payment saga: the domain (money, ids, statuses,
+//! errors), the store ports, and their DynamoDB and in-memory adapters.
+//!
+//! Dependencies point one way: `dynamo` and `memory` implement `ports` over
+//! `domain`; `domain` imports no AWS SDK, no HTTP and no async runtime.
+
+pub mod domain;
+pub mod dynamo;
+pub mod error;
+#[cfg(any(test, feature = "fakes"))]
+pub mod memory;
+pub mod ports;
+
+pub use error::{Entity, ErrorType, RepoError, StoreError, WalletError};

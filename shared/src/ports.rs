@@ -1,0 +1,207 @@
+//! Store ports: one small trait per capability. Each has a DynamoDB adapter
+//! (`crate::dynamo`) and an in-memory one (`crate::memory`) with the same
+//! semantics, held to it by one contract suite run against both.
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    BreakerRecord, ClaimOutcome, Currency, IdempotencyRecord, IdempotencyState, LedgerEntry,
+    Movement, MovementReceipt, NewPayment, Payment, PaymentChange, PaymentEvent, PaymentId, Refund,
+    RefundId, Timestamp, UserId, Wallet, WalletKey,
+};
+use crate::error::{StoreError, WalletError};
+
+/// Largest page any list operation returns.
+pub const PAGE_LIMIT_MAX: u32 = 100;
+/// Most currencies one user may hold wallets in (bounds `wallets_of`).
+pub const WALLET_COUNT_PER_USER_MAX: u32 = 50;
+/// Attempts at a read-modify-write before a version race is surfaced as retryable.
+pub const VERSION_ATTEMPT_COUNT_MAX: u32 = 5;
+
+/// One page of a listing, newest or lowest first as the operation documents.
+/// `cursor` is opaque to callers and present when more items may follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub cursor: Option<String>,
+}
+
+/// Whether a create wrote something or found the identical record already there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created<T> {
+    New(T),
+    Existing(T),
+}
+
+impl<T> Created<T> {
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::New(value) | Self::Existing(value) => value,
+        }
+    }
+
+    pub fn is_new(&self) -> bool {
+        matches!(self, Self::New(_))
+    }
+}
+
+#[async_trait]
+pub trait PaymentRepo: Send + Sync {
+    /// Writes a PENDING payment and its `PAYMENT_CREATED` event atomically.
+    /// Idempotent by `paymentId`: the same request again returns `Existing`;
+    /// different content under the same id is `AlreadyExists`.
+    async fn create(&self, new: NewPayment, at: Timestamp) -> Result<Created<Payment>, StoreError>;
+
+    async fn get(&self, payment_id: &PaymentId) -> Result<Option<Payment>, StoreError>;
+
+    /// Applies `change` and writes its `STATUS_CHANGED` event in one
+    /// transaction, conditioned on the version read. A change that is already
+    /// applied returns the payment as it is (a retried step writes nothing).
+    async fn transition(
+        &self,
+        payment_id: &PaymentId,
+        change: &PaymentChange,
+        at: Timestamp,
+    ) -> Result<Payment, StoreError>;
+
+    /// A user's payments, newest first. `limit` is capped at [`PAGE_LIMIT_MAX`].
+    async fn list_by_user(
+        &self,
+        user_id: &UserId,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Payment>, StoreError>;
+}
+
+#[async_trait]
+pub trait PaymentEventRepo: Send + Sync {
+    /// Records an audit entry that is not a status change. Idempotent per
+    /// (payment, sort key).
+    async fn append(&self, event: &PaymentEvent) -> Result<(), StoreError>;
+
+    /// A payment's audit trail, oldest first, at most `limit` entries (capped).
+    async fn events(
+        &self,
+        payment_id: &PaymentId,
+        limit: u32,
+    ) -> Result<Vec<PaymentEvent>, StoreError>;
+}
+
+#[async_trait]
+pub trait WalletRepo: Send + Sync {
+    /// Opens an empty wallet, or returns the existing one. Never sets a balance:
+    /// money only enters through a ledger entry.
+    async fn open(
+        &self,
+        user_id: &UserId,
+        currency: Currency,
+        at: Timestamp,
+    ) -> Result<Wallet, WalletError>;
+
+    async fn get(&self, key: &WalletKey) -> Result<Option<Wallet>, WalletError>;
+
+    /// All wallets of a user (one per currency), at most [`WALLET_COUNT_PER_USER_MAX`].
+    async fn wallets_of(&self, user_id: &UserId) -> Result<Vec<Wallet>, WalletError>;
+
+    /// Moves money exactly once: the wallet update (conditioned on its version,
+    /// and on the balance for a debit) and the ledger entry (conditioned on its
+    /// `txId` being new) are one transaction. Repeating the same movement returns
+    /// the first receipt with `replayed = true`; a different movement under the
+    /// same `txId` is `LedgerConflict`. Compensations and refunds require the
+    /// payment's debit in the same wallet (and a compensation its exact amount).
+    async fn apply(
+        &self,
+        movement: &Movement,
+        at: Timestamp,
+    ) -> Result<MovementReceipt, WalletError>;
+
+    async fn entry(&self, key: &WalletKey, tx_id: &str)
+    -> Result<Option<LedgerEntry>, WalletError>;
+
+    /// Ledger entries of a wallet in `txId` order, at most `limit` (capped).
+    async fn ledger(
+        &self,
+        key: &WalletKey,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<LedgerEntry>, WalletError>;
+}
+
+#[async_trait]
+pub trait RefundRepo: Send + Sync {
+    /// Idempotent by `refundId` like [`PaymentRepo::create`].
+    async fn create(&self, refund: &Refund) -> Result<Created<Refund>, StoreError>;
+
+    async fn get(&self, refund_id: &RefundId) -> Result<Option<Refund>, StoreError>;
+
+    /// A payment's refunds, oldest first, at most [`PAGE_LIMIT_MAX`].
+    async fn refunds_of(&self, payment_id: &PaymentId) -> Result<Vec<Refund>, StoreError>;
+
+    /// Stores `next` (made by `Refund::advance`), which must be `version + 1`
+    /// of the stored refund. A lost race is `StaleVersion`.
+    async fn save(&self, next: &Refund) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait IdempotencyRepo: Send + Sync {
+    /// Claims `record.idempotency_key` unless a live (unexpired) record holds it.
+    async fn claim(
+        &self,
+        record: &IdempotencyRecord,
+        now: Timestamp,
+    ) -> Result<ClaimOutcome, StoreError>;
+
+    /// Replaces the in-progress state of a key we hold with its final response.
+    async fn complete(&self, key: &str, state: &IdempotencyState) -> Result<(), StoreError>;
+
+    /// Drops an in-progress claim (the request failed before any effect), so
+    /// the client may retry with the same key.
+    async fn release(&self, key: &str) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait BreakerStore: Send + Sync {
+    /// The stored state, or a fresh CLOSED record with version 0.
+    async fn load(&self, service_name: &str, now: Timestamp) -> Result<BreakerRecord, StoreError>;
+
+    /// Stores `next` if the stored version is still `next.version - 1`
+    /// (absent counts as 0); otherwise `StaleVersion`.
+    async fn save(&self, next: &BreakerRecord) -> Result<(), StoreError>;
+}
+
+/// Clamps a caller's page size to `1..=PAGE_LIMIT_MAX`.
+pub fn page_limit(limit: u32) -> u32 {
+    limit.clamp(1, PAGE_LIMIT_MAX)
+}
+
+/// Cursor of a user's payment listing: the last item's index key.
+pub fn payment_cursor(payment: &Payment) -> String {
+    format!("{}~{}", payment.created_at, payment.payment_id)
+}
+
+/// Parses a cursor made by [`payment_cursor`].
+pub fn parse_payment_cursor(cursor: &str) -> Option<(Timestamp, PaymentId)> {
+    let (created_at, payment_id) = cursor.split_once('~')?;
+    Some((
+        Timestamp::parse(created_at).ok()?,
+        PaymentId::parse(payment_id).ok()?,
+    ))
+}
+
+/// The stored entry under a movement's `txId`: the same movement again is a
+/// replay (nothing moves, the first receipt returns); anything else collides.
+pub fn replay_or_conflict(
+    existing: &LedgerEntry,
+    movement: &Movement,
+) -> Result<MovementReceipt, WalletError> {
+    if existing.records(movement) {
+        Ok(MovementReceipt {
+            entry: existing.clone(),
+            replayed: true,
+        })
+    } else {
+        Err(WalletError::LedgerConflict {
+            tx_id: existing.tx_id.clone(),
+        })
+    }
+}
