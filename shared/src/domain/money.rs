@@ -447,4 +447,83 @@ mod tests {
         // A float on the internal wire is refused, not converted.
         assert!(serde_json::from_str::<Money>(r#"{"amount":12.5,"currency":"USD"}"#).is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const CODES: [&str; 8] = ["USD", "EUR", "JPY", "KWD", "BHD", "ISK", "CLF", "UYW"];
+
+        /// Amount text with at most the currency's decimals, e.g. ("KWD", "12.305").
+        fn amount_text() -> impl Strategy<Value = (String, String)> {
+            (
+                0..CODES.len(),
+                0u64..=999_999_999_999_999_999,
+                0u32..=4,
+                0u64..10_000,
+            )
+                .prop_map(|(index, whole, places, fraction)| {
+                    let code = CODES[index];
+                    let scale = Currency::parse(code).map_or(0, |c| c.scale());
+                    let places = places.min(scale);
+                    let text = if places == 0 {
+                        whole.to_string()
+                    } else {
+                        let digits = format!("{:04}", fraction % 10_000);
+                        format!(
+                            "{whole}.{}",
+                            &digits[..usize::try_from(places).unwrap_or(0)]
+                        )
+                    };
+                    (code.to_owned(), text)
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn parse_render_parse_is_the_identity((code, text) in amount_text()) {
+                let money = Money::parse(&text, &code).unwrap();
+                let rendered = money.amount_text();
+                // Rendered at exactly the currency's scale, same value as the input.
+                let scale = money.currency().scale();
+                let decimals = rendered.split_once('.').map_or(0, |(_, f)| f.len());
+                prop_assert_eq!(u32::try_from(decimals).unwrap(), scale);
+                prop_assert_eq!(money.amount(), parse_amount(&text).unwrap());
+                prop_assert_eq!(Money::parse(&rendered, &code).unwrap(), money);
+                let json = serde_json::to_string(&money).unwrap();
+                prop_assert_eq!(serde_json::from_str::<Money>(&json).unwrap(), money);
+            }
+
+            #[test]
+            fn adding_then_subtracting_is_the_identity(
+                (code, a) in amount_text(),
+                b in 0u64..=999_999_999_999_999,
+            ) {
+                let a = Money::parse(&a, &code).unwrap();
+                let b = Money::parse(&b.to_string(), &code).unwrap();
+                prop_assert_eq!(a.checked_add(&b).unwrap().checked_sub(&b).unwrap(), a);
+            }
+
+            #[test]
+            fn extra_decimals_are_rejected_never_rounded(
+                (code, text) in amount_text(),
+                extra in 1u32..=3,
+                last in 1u8..=9,
+            ) {
+                let scale = Currency::parse(&code).unwrap().scale();
+                let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+                let width = usize::try_from(scale + extra).unwrap();
+                let mut digits = format!("{fraction:0<width$}");
+                digits.pop();
+                digits.push(char::from(b'0' + last));
+                let too_precise = format!("{whole}.{digits}");
+                let rejected = matches!(
+                    Money::parse(&too_precise, &code),
+                    Err(MoneyError::TooManyDecimals { .. })
+                );
+                prop_assert!(rejected, "{} {} was accepted", too_precise, code);
+            }
+        }
+    }
 }

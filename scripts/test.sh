@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every Rust test in the workspace and prints one closing line
+# "N passed, M failed". A run in which no test executed is a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+status=0
+cargo test --workspace --all-targets --color never 2>&1 | tee "$log" || status=$?
+
+passed=$(grep -E '^test result:' "$log" | awk '{ sum += $4 } END { print sum + 0 }')
+failed=$(grep -E '^test result:' "$log" | awk '{ sum += $6 } END { print sum + 0 }')
+echo
+echo "tests: ${passed} passed, ${failed} failed"
+if [ "$status" -ne 0 ]; then
+    exit "$status"
+fi
+if [ "$passed" -eq 0 ]; then
+    echo "error: no tests ran" >&2
+    exit 1
+fi

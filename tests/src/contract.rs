@@ -1,0 +1,697 @@
+//! The store contract: what every backend must do. Each function is one case,
+//! run against the in-memory store and against DynamoDB (tests/store_contract.rs).
+//! GIVEN / WHEN / THEN in the comments.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+
+use shared::domain::{
+    BreakerState, ClaimOutcome, Currency, IdempotencyRecord, IdempotencyState, Money, Movement,
+    NewPayment, PaymentChange, PaymentEvent, PaymentEventType, PaymentId, PaymentStatus, Refund,
+    RefundId, RefundStatus, Timestamp, TopUpId, UserId, WalletKey,
+};
+use shared::ports::{BreakerStore, Created, PaymentRepo, RefundRepo, WalletRepo};
+use shared::{ErrorType, StoreError, WalletError};
+
+use crate::backend::Store;
+
+pub fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+pub fn money(amount: &str, currency: &str) -> Money {
+    Money::parse(amount, currency).unwrap()
+}
+
+pub fn usd(amount: &str) -> Money {
+    money(amount, "USD")
+}
+
+fn new_payment(user_id: &UserId, amount: Money) -> NewPayment {
+    NewPayment {
+        payment_id: PaymentId::generate(),
+        user_id: user_id.clone(),
+        amount,
+        order_id: Some("order-1".into()),
+        description: Some("two coffees".into()),
+        metadata: BTreeMap::from([("channel".to_owned(), "web".to_owned())]),
+    }
+}
+
+/// Opens a wallet and tops it up through the ledger (the only way money enters).
+pub async fn funded_wallet(store: &dyn Store, user_id: &UserId, amount: Money) -> WalletKey {
+    store
+        .open(user_id, amount.currency(), Timestamp::now())
+        .await
+        .unwrap();
+    if !amount.is_zero() {
+        let top_up = Movement::top_up(user_id.clone(), TopUpId::generate(), amount);
+        store.apply(&top_up, Timestamp::now()).await.unwrap();
+    }
+    WalletKey::new(user_id.clone(), amount.currency())
+}
+
+async fn balance(store: &dyn Store, key: &WalletKey) -> Money {
+    WalletRepo::get(store, key).await.unwrap().unwrap().balance
+}
+
+/// Balance = sum of ledger entries; returns the number of entries.
+pub async fn assert_balance_matches_ledger(store: &dyn Store, key: &WalletKey) -> usize {
+    let mut entries = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store.ledger(key, 100, cursor.as_deref()).await.unwrap();
+        entries.extend(page.items);
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+        assert!(entries.len() < 100_000, "ledger listing does not terminate");
+    }
+    let wallet = WalletRepo::get(store, key).await.unwrap().unwrap();
+    assert_eq!(
+        shared::domain::wallet::ledger_sum(&entries),
+        wallet.balance.amount(),
+        "balance = ledger"
+    );
+    assert!(
+        wallet.balance.amount() >= Decimal::ZERO,
+        "balance never negative"
+    );
+    entries.len()
+}
+
+// ---------------------------------------------------------------------------------------
+// Payments and their events
+// ---------------------------------------------------------------------------------------
+
+pub async fn payment_create_is_idempotent(store: Arc<dyn Store>) {
+    // GIVEN a new payment
+    let new = new_payment(&user("alice"), usd("50.5"));
+    // WHEN it is created twice with the same content
+    let first = PaymentRepo::create(&*store, new.clone(), Timestamp::now())
+        .await
+        .unwrap();
+    let second = PaymentRepo::create(&*store, new.clone(), Timestamp::now())
+        .await
+        .unwrap();
+    // THEN the second create finds the first, unchanged
+    assert!(first.is_new());
+    assert_eq!(second, Created::Existing(first.clone().into_inner()));
+    let stored = PaymentRepo::get(&*store, &new.payment_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, first.into_inner());
+    assert_eq!(stored.status, PaymentStatus::Pending);
+    assert_eq!(stored.amount.amount_text(), "50.50");
+    // AND different content under the same id is refused
+    let other = NewPayment {
+        amount: usd("51"),
+        ..new.clone()
+    };
+    let err = PaymentRepo::create(&*store, other, Timestamp::now())
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::AlreadyExists);
+    // AND exactly one PAYMENT_CREATED event was written
+    let events = store.events(&new.payment_id, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_type, PaymentEventType::PaymentCreated);
+}
+
+pub async fn payment_transitions_are_validated_recorded_and_idempotent(store: Arc<dyn Store>) {
+    let new = new_payment(&user("bob"), usd("10"));
+    let id = new.payment_id;
+    PaymentRepo::create(&*store, new, Timestamp::now())
+        .await
+        .unwrap();
+    // WHEN the saga moves it PENDING → PROCESSING → COMPLETED
+    let processing = PaymentChange::to(PaymentStatus::Processing);
+    let p = store
+        .transition(&id, &processing, Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!((p.status, p.version), (PaymentStatus::Processing, 2));
+    let complete = PaymentChange::completed("gw_123".into());
+    let p = store
+        .transition(&id, &complete, Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(p.status, PaymentStatus::Completed);
+    assert_eq!(p.gateway_reference.as_deref(), Some("gw_123"));
+    // AND a retried step writes nothing
+    let again = store
+        .transition(&id, &complete, Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(again, p);
+    // THEN every change has its event, in order
+    let events = store.events(&id, 10).await.unwrap();
+    let statuses: Vec<_> = events.iter().map(|e| (e.from_status, e.status)).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (None, PaymentStatus::Pending),
+            (Some(PaymentStatus::Pending), PaymentStatus::Processing),
+            (Some(PaymentStatus::Processing), PaymentStatus::Completed),
+        ]
+    );
+    // AND a terminal payment cannot be failed
+    let err = store
+        .transition(&id, &PaymentChange::failed("LATE".into()), Timestamp::now())
+        .await;
+    assert_eq!(err.unwrap_err().error_type(), ErrorType::InvalidTransition);
+    let missing = store
+        .transition(&PaymentId::generate(), &processing, Timestamp::now())
+        .await;
+    assert_eq!(
+        missing.unwrap_err().error_type(),
+        ErrorType::PaymentNotFound
+    );
+}
+
+pub async fn payments_list_newest_first_in_pages(store: Arc<dyn Store>) {
+    let carol = user("carol");
+    let mut created = Vec::new();
+    for i in 0..5u32 {
+        let at = Timestamp::from_unix_seconds(1_700_000_000 + i64::from(i)).unwrap();
+        let p = PaymentRepo::create(&*store, new_payment(&carol, usd("1")), at)
+            .await
+            .unwrap();
+        created.push(p.into_inner().payment_id);
+    }
+    PaymentRepo::create(
+        &*store,
+        new_payment(&user("dave"), usd("1")),
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    // WHEN listed two at a time
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..5 {
+        let page = store
+            .list_by_user(&carol, 2, cursor.as_deref())
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.iter().map(|p| p.payment_id));
+        cursor = page.cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    // THEN all five come back newest first, and no one else's
+    created.reverse();
+    assert_eq!(seen, created);
+    let err = store
+        .list_by_user(&carol, 2, Some("garbage"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::ValidationError);
+}
+
+pub async fn events_append_is_idempotent(store: Arc<dyn Store>) {
+    let created = PaymentRepo::create(
+        &*store,
+        new_payment(&user("erin"), usd("3")),
+        Timestamp::now(),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    let mut note = PaymentEvent::created(&created);
+    note.event_type = PaymentEventType::StatusChanged;
+    note.version = 99;
+    note.detail = Some("operator note".into());
+    store.append(&note).await.unwrap();
+    store.append(&note).await.unwrap();
+    let events = store.events(&created.payment_id, 10).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1], note);
+}
+
+// ---------------------------------------------------------------------------------------
+// Wallets and the ledger
+// ---------------------------------------------------------------------------------------
+
+pub async fn wallets_open_empty_and_never_appear_by_themselves(store: Arc<dyn Store>) {
+    let frank = user("frank");
+    let usd_currency = Currency::parse("USD").unwrap();
+    // GIVEN no wallet: a movement is refused, nothing is created
+    let debit = Movement::debit(frank.clone(), PaymentId::generate(), usd("1"));
+    let err = store.apply(&debit, Timestamp::now()).await.unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::WalletNotFound);
+    let top_up = Movement::top_up(frank.clone(), TopUpId::generate(), usd("1"));
+    let err = store.apply(&top_up, Timestamp::now()).await.unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::WalletNotFound);
+    let key = WalletKey::new(frank.clone(), usd_currency);
+    assert!(WalletRepo::get(&*store, &key).await.unwrap().is_none());
+    // WHEN opened twice THEN one empty wallet
+    let first = store
+        .open(&frank, usd_currency, Timestamp::now())
+        .await
+        .unwrap();
+    let second = store
+        .open(&frank, usd_currency, Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(first, second);
+    assert!(first.balance.is_zero());
+    assert_eq!(first.balance.amount_text(), "0.00");
+    store
+        .open(&frank, Currency::parse("EUR").unwrap(), Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(store.wallets_of(&frank).await.unwrap().len(), 2);
+}
+
+pub async fn movements_move_exact_amounts(store: Arc<dyn Store>) {
+    let grace = user("grace");
+    let key = funded_wallet(&*store, &grace, usd("100")).await;
+    let debit = Movement::debit(grace.clone(), PaymentId::generate(), usd("33.33"));
+    let receipt = store.apply(&debit, Timestamp::now()).await.unwrap();
+    assert!(!receipt.replayed);
+    assert_eq!(receipt.entry.balance_after, usd("66.67"));
+    assert_eq!(balance(&*store, &key).await, usd("66.67"));
+    assert_eq!(
+        WalletRepo::get(&*store, &key)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+    let stored = store.entry(&key, &debit.tx_id()).await.unwrap().unwrap();
+    assert_eq!(stored, receipt.entry);
+    assert_eq!(assert_balance_matches_ledger(&*store, &key).await, 2);
+}
+
+pub async fn replaying_each_movement_kind_moves_nothing(store: Arc<dyn Store>) {
+    let heidi = user("heidi");
+    let key = funded_wallet(&*store, &heidi, usd("10")).await;
+    let payment_a = PaymentId::generate();
+    let payment_b = PaymentId::generate();
+    let movements = [
+        Movement::top_up(heidi.clone(), TopUpId::generate(), usd("5")),
+        Movement::debit(heidi.clone(), payment_a, usd("15")),
+        Movement::compensation(heidi.clone(), payment_a, usd("15")),
+        Movement::debit(heidi.clone(), payment_b, usd("12")),
+        Movement::refund(heidi.clone(), RefundId::generate(), payment_b, usd("2")),
+    ];
+    for movement in &movements {
+        // WHEN a movement is applied and then delivered again
+        let first = store.apply(movement, Timestamp::now()).await.unwrap();
+        let balance_after_first = balance(&*store, &key).await;
+        let entries_after_first = assert_balance_matches_ledger(&*store, &key).await;
+        let replay = store.apply(movement, Timestamp::now()).await.unwrap();
+        // THEN the replay returns the first receipt and moves nothing
+        assert!(!first.replayed, "{:?}", movement.kind());
+        assert!(replay.replayed, "{:?}", movement.kind());
+        assert_eq!(replay.entry, first.entry);
+        assert_eq!(balance(&*store, &key).await, balance_after_first);
+        assert_eq!(
+            assert_balance_matches_ledger(&*store, &key).await,
+            entries_after_first
+        );
+    }
+    // 10 + 5 − 15 + 15 − 12 + 2
+    assert_eq!(balance(&*store, &key).await, usd("5"));
+    // AND a debit replayed after the balance fell below its amount is still a replay
+    let replay = store.apply(&movements[3], Timestamp::now()).await.unwrap();
+    assert!(replay.replayed);
+}
+
+pub async fn a_different_movement_under_an_existing_tx_id_conflicts(store: Arc<dyn Store>) {
+    let ivan = user("ivan");
+    let key = funded_wallet(&*store, &ivan, usd("100")).await;
+    let payment_id = PaymentId::generate();
+    store
+        .apply(
+            &Movement::debit(ivan.clone(), payment_id, usd("10")),
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    let different = Movement::debit(ivan.clone(), payment_id, usd("11"));
+    let err = store.apply(&different, Timestamp::now()).await.unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::LedgerConflict);
+    assert_eq!(balance(&*store, &key).await, usd("90"));
+}
+
+pub async fn insufficient_funds_moves_nothing(store: Arc<dyn Store>) {
+    let judy = user("judy");
+    let key = funded_wallet(&*store, &judy, usd("49.99")).await;
+    let debit = Movement::debit(judy.clone(), PaymentId::generate(), usd("50"));
+    let err = store.apply(&debit, Timestamp::now()).await.unwrap_err();
+    assert!(
+        matches!(err, WalletError::InsufficientFunds { .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.error_type(), ErrorType::InsufficientFunds);
+    assert_eq!(balance(&*store, &key).await, usd("49.99"));
+    assert!(store.entry(&key, &debit.tx_id()).await.unwrap().is_none());
+    assert_eq!(assert_balance_matches_ledger(&*store, &key).await, 1);
+}
+
+pub async fn money_given_back_must_match_a_debit(store: Arc<dyn Store>) {
+    let ken = user("ken");
+    let key = funded_wallet(&*store, &ken, usd("100")).await;
+    let never_debited = PaymentId::generate();
+    // A compensation with no debit before it is refused
+    let orphan = Movement::compensation(ken.clone(), never_debited, usd("10"));
+    let err = store.apply(&orphan, Timestamp::now()).await.unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::DebitNotFound);
+    // A compensation must give back exactly the debit
+    let paid = PaymentId::generate();
+    store
+        .apply(
+            &Movement::debit(ken.clone(), paid, usd("40")),
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    let wrong = Movement::compensation(ken.clone(), paid, usd("41"));
+    assert_eq!(
+        store
+            .apply(&wrong, Timestamp::now())
+            .await
+            .unwrap_err()
+            .error_type(),
+        ErrorType::DebitNotFound
+    );
+    // A refund may not exceed the debit
+    let too_much = Movement::refund(ken.clone(), RefundId::generate(), paid, usd("40.01"));
+    assert_eq!(
+        store
+            .apply(&too_much, Timestamp::now())
+            .await
+            .unwrap_err()
+            .error_type(),
+        ErrorType::DebitNotFound
+    );
+    assert_eq!(balance(&*store, &key).await, usd("60"));
+    // The exact compensation is accepted, once
+    store
+        .apply(
+            &Movement::compensation(ken.clone(), paid, usd("40")),
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(balance(&*store, &key).await, usd("100"));
+    assert_eq!(assert_balance_matches_ledger(&*store, &key).await, 3);
+}
+
+pub async fn movements_in_another_currency_never_touch_the_wallet(store: Arc<dyn Store>) {
+    let leo = user("leo");
+    let key = funded_wallet(&*store, &leo, usd("100")).await;
+    // A JPY debit for a user whose only wallet is USD finds no JPY wallet
+    let yen = Movement::debit(leo.clone(), PaymentId::generate(), money("100", "JPY"));
+    let err = store.apply(&yen, Timestamp::now()).await.unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::WalletNotFound);
+    // A compensation in EUR of a USD debit matches no debit in the EUR wallet
+    store
+        .open(&leo, Currency::parse("EUR").unwrap(), Timestamp::now())
+        .await
+        .unwrap();
+    let paid = PaymentId::generate();
+    store
+        .apply(
+            &Movement::debit(leo.clone(), paid, usd("10")),
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    let euro_back = Movement::compensation(leo.clone(), paid, money("10", "EUR"));
+    let err = store.apply(&euro_back, Timestamp::now()).await.unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::DebitNotFound);
+    // Money of two currencies never adds up
+    let mismatch = usd("1").checked_add(&money("1", "EUR")).unwrap_err();
+    assert_eq!(mismatch.error_type(), ErrorType::CurrencyMismatch);
+    assert_eq!(balance(&*store, &key).await, usd("90"));
+    let eur_key = WalletKey::new(leo.clone(), Currency::parse("EUR").unwrap());
+    assert!(balance(&*store, &eur_key).await.is_zero());
+}
+
+pub async fn amounts_round_trip_exactly(store: Arc<dyn Store>) {
+    let cases = [
+        ("0.10", "USD", "0.10"),
+        ("12345678901234567890.12", "USD", "12345678901234567890.12"),
+        ("5000", "JPY", "5000"),
+        ("1.234", "KWD", "1.234"),
+        ("7.5", "KWD", "7.500"),
+        ("10.00", "EUR", "10.00"),
+    ];
+    for (i, (text, currency, rendered)) in cases.into_iter().enumerate() {
+        let mia = user(&format!("mia_{i}"));
+        let amount = money(text, currency);
+        let key = funded_wallet(&*store, &mia, amount).await;
+        let wallet = WalletRepo::get(&*store, &key).await.unwrap().unwrap();
+        assert_eq!(
+            wallet.balance.amount_text(),
+            rendered,
+            "{text} {currency} wallet"
+        );
+        let entries = store.ledger(&key, 10, None).await.unwrap().items;
+        assert_eq!(entries[0].amount.amount_text(), rendered);
+        let new = new_payment(&mia, amount);
+        PaymentRepo::create(&*store, new.clone(), Timestamp::now())
+            .await
+            .unwrap();
+        let stored = PaymentRepo::get(&*store, &new.payment_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.amount, amount);
+        assert_eq!(
+            stored.amount.amount_text(),
+            rendered,
+            "{text} {currency} payment"
+        );
+        assert_eq!(
+            stored.refunded_amount.amount_text(),
+            money("0", currency).amount_text()
+        );
+    }
+}
+
+/// Outcome counts of [`concurrent_debits_never_overdraw`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConcurrencyReport {
+    pub succeeded: u32,
+    pub insufficient: u32,
+    pub retries: u32,
+}
+
+/// 100 concurrent debits of 10 on a wallet holding 500: exactly 50 succeed.
+/// Version conflicts surface as `Retryable`; each caller retries them like the
+/// state machine does (bounded, with jitter), never blindly.
+pub async fn concurrent_debits_never_overdraw(store: Arc<dyn Store>) -> ConcurrencyReport {
+    const DEBIT_COUNT: u32 = 100;
+    const ATTEMPT_COUNT_MAX: u32 = 200;
+    let owner = user("hot_wallet");
+    let key = funded_wallet(&*store, &owner, usd("500")).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..DEBIT_COUNT {
+        let store = Arc::clone(&store);
+        let movement = Movement::debit(owner.clone(), PaymentId::generate(), usd("10"));
+        tasks.spawn(async move {
+            for attempt in 0..ATTEMPT_COUNT_MAX {
+                match store.apply(&movement, Timestamp::now()).await {
+                    Ok(receipt) => return (Ok(receipt), attempt),
+                    Err(err) if err.error_type().is_retryable() => {
+                        let jitter_ms = u64::from((i * 7 + attempt * 13) % 10);
+                        tokio::time::sleep(Duration::from_millis(1 + jitter_ms)).await;
+                    }
+                    Err(err) => return (Err(err), attempt),
+                }
+            }
+            panic!("debit {i} still conflicting after {ATTEMPT_COUNT_MAX} attempts");
+        });
+    }
+    let mut report = ConcurrencyReport::default();
+    while let Some(joined) = tasks.join_next().await {
+        let (outcome, retries) = joined.unwrap();
+        report.retries += retries;
+        match outcome {
+            Ok(receipt) => {
+                assert!(!receipt.replayed);
+                report.succeeded += 1;
+            }
+            Err(WalletError::InsufficientFunds { .. }) => report.insufficient += 1,
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    assert_eq!(report.succeeded, 50, "{report:?}");
+    assert_eq!(report.insufficient, 50, "{report:?}");
+    assert!(balance(&*store, &key).await.is_zero());
+    assert_eq!(assert_balance_matches_ledger(&*store, &key).await, 51);
+    report
+}
+
+// ---------------------------------------------------------------------------------------
+// Refunds, idempotency records, circuit breaker
+// ---------------------------------------------------------------------------------------
+
+pub async fn refunds_are_idempotent_and_versioned(store: Arc<dyn Store>) {
+    let payment_id = PaymentId::generate();
+    let nina = user("nina");
+    let early = Timestamp::from_unix_seconds(1_700_000_000).unwrap();
+    let refund = Refund::request(
+        RefundId::generate(),
+        payment_id,
+        nina.clone(),
+        usd("5"),
+        None,
+        early,
+    );
+    assert!(RefundRepo::create(&*store, &refund).await.unwrap().is_new());
+    assert_eq!(
+        RefundRepo::create(&*store, &refund).await.unwrap(),
+        Created::Existing(refund.clone())
+    );
+    let conflicting = Refund {
+        amount: usd("6"),
+        ..refund.clone()
+    };
+    let err = RefundRepo::create(&*store, &conflicting).await.unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::AlreadyExists);
+    // WHEN it advances
+    let step = refund
+        .advance(
+            RefundStatus::GatewayRefunded,
+            Some("gwr_1".into()),
+            None,
+            Timestamp::now(),
+        )
+        .unwrap();
+    RefundRepo::save(&*store, &step).await.unwrap();
+    // THEN a writer holding the old version loses
+    let stale = refund
+        .advance(
+            RefundStatus::Failed,
+            None,
+            Some("X".into()),
+            Timestamp::now(),
+        )
+        .unwrap();
+    assert!(matches!(
+        RefundRepo::save(&*store, &stale).await,
+        Err(StoreError::StaleVersion { .. })
+    ));
+    assert_eq!(
+        RefundRepo::get(&*store, &refund.refund_id).await.unwrap(),
+        Some(step.clone())
+    );
+    assert!(
+        step.advance(RefundStatus::Requested, None, None, Timestamp::now())
+            .is_err()
+    );
+    let second = Refund::request(
+        RefundId::generate(),
+        payment_id,
+        nina,
+        usd("1"),
+        Some("late".into()),
+        Timestamp::now(),
+    );
+    RefundRepo::create(&*store, &second).await.unwrap();
+    let listed = store.refunds_of(&payment_id).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.refund_id).collect::<Vec<_>>(),
+        vec![refund.refund_id, second.refund_id]
+    );
+}
+
+pub async fn idempotency_keys_are_claimed_once(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let record = IdempotencyRecord::claim("POST /payments#key-1".into(), "hash-a".into(), now);
+    assert_eq!(
+        store.claim(&record, now).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    // A second claim sees the first, in progress
+    let again = IdempotencyRecord::claim(record.idempotency_key.clone(), "hash-b".into(), now);
+    match store.claim(&again, now).await.unwrap() {
+        ClaimOutcome::Existing(existing) => {
+            assert_eq!(existing.request_hash, "hash-a");
+            assert_eq!(existing.state, IdempotencyState::InProgress);
+        }
+        other => panic!("expected the existing record, got {other:?}"),
+    }
+    let done = IdempotencyState::Completed {
+        status_code: 202,
+        body: r#"{"paymentId":"pay_1"}"#.into(),
+    };
+    store
+        .complete(&record.idempotency_key, &done)
+        .await
+        .unwrap();
+    match store.claim(&again, now).await.unwrap() {
+        ClaimOutcome::Existing(existing) => assert_eq!(existing.state, done),
+        other => panic!("expected the completed record, got {other:?}"),
+    }
+    // Completing twice or releasing a completed key changes nothing
+    assert!(
+        store
+            .complete(&record.idempotency_key, &done)
+            .await
+            .is_err()
+    );
+    store.release(&record.idempotency_key).await.unwrap();
+    assert!(matches!(
+        store.claim(&again, now).await.unwrap(),
+        ClaimOutcome::Existing(_)
+    ));
+    // A released in-progress key can be claimed again
+    let other = IdempotencyRecord::claim("POST /payments#key-2".into(), "h".into(), now);
+    store.claim(&other, now).await.unwrap();
+    store.release(&other.idempotency_key).await.unwrap();
+    assert_eq!(
+        store.claim(&other, now).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    // An expired record no longer holds its key
+    let later = now.plus_seconds(shared::domain::idempotency::IDEMPOTENCY_TTL_SECONDS + 1);
+    let fresh = IdempotencyRecord::claim(record.idempotency_key.clone(), "hash-c".into(), later);
+    assert_eq!(
+        store.claim(&fresh, later).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+}
+
+pub async fn breaker_state_is_written_with_optimistic_versions(store: Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let initial = store.load("payment-gateway", now).await.unwrap();
+    assert_eq!((initial.state, initial.version), (BreakerState::Closed, 0));
+    let mut opened = initial.clone();
+    opened.state = BreakerState::Open;
+    opened.consecutive_failures = 5;
+    opened.opened_at = Some(now);
+    opened.version = 1;
+    BreakerStore::save(&*store, &opened).await.unwrap();
+    // Another instance that read version 0 loses
+    let mut rival = initial.clone();
+    rival.consecutive_failures = 1;
+    rival.version = 1;
+    assert!(matches!(
+        BreakerStore::save(&*store, &rival).await,
+        Err(StoreError::StaleVersion { .. })
+    ));
+    assert_eq!(store.load("payment-gateway", now).await.unwrap(), opened);
+    let mut half_open = opened.clone();
+    half_open.state = BreakerState::HalfOpen;
+    half_open.version = 2;
+    BreakerStore::save(&*store, &half_open).await.unwrap();
+    assert_eq!(
+        store.load("payment-gateway", now).await.unwrap().state,
+        BreakerState::HalfOpen
+    );
+}
