@@ -28,12 +28,22 @@ pub enum ErrorType {
     /// A compensation or refund names a debit that does not exist (or differs).
     DebitNotFound,
     RefundExceedsAmount,
+    /// The gateway declined the charge (a definite, final answer).
+    PaymentDeclined,
+    /// The circuit breaker is open: the gateway was not called.
+    CircuitOpen,
+    /// The request reached the gateway but no answer came back: it may have
+    /// been captured. Resolved by asking the gateway, never by compensating.
+    GatewayAmbiguous,
+    /// The gateway refused the request without processing it (4xx other than
+    /// a decline): a definite failure, nothing was captured.
+    GatewayRejected,
     /// A broken invariant or unreadable stored data: not retryable, alarm.
     InternalError,
 }
 
 impl ErrorType {
-    pub const ALL: [ErrorType; 14] = [
+    pub const ALL: [ErrorType; 18] = [
         Self::Retryable,
         Self::ValidationError,
         Self::CurrencyMismatch,
@@ -47,6 +57,10 @@ impl ErrorType {
         Self::LedgerConflict,
         Self::DebitNotFound,
         Self::RefundExceedsAmount,
+        Self::PaymentDeclined,
+        Self::CircuitOpen,
+        Self::GatewayAmbiguous,
+        Self::GatewayRejected,
         Self::InternalError,
     ];
 
@@ -65,12 +79,34 @@ impl ErrorType {
             Self::LedgerConflict => "LedgerConflict",
             Self::DebitNotFound => "DebitNotFound",
             Self::RefundExceedsAmount => "RefundExceedsAmount",
+            Self::PaymentDeclined => "PaymentDeclined",
+            Self::CircuitOpen => "CircuitOpen",
+            Self::GatewayAmbiguous => "GatewayAmbiguous",
+            Self::GatewayRejected => "GatewayRejected",
             Self::InternalError => "InternalError",
         }
     }
 
     pub fn is_retryable(self) -> bool {
         self == Self::Retryable
+    }
+
+    /// Parses a name produced by [`ErrorType::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// The reason code stored on a failed payment: `InsufficientFunds` →
+    /// `INSUFFICIENT_FUNDS`.
+    pub fn reason_code(self) -> String {
+        let mut code = String::new();
+        for (i, c) in self.as_str().chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                code.push('_');
+            }
+            code.push(c.to_ascii_uppercase());
+        }
+        code
     }
 }
 
@@ -280,6 +316,19 @@ mod tests {
     }
 
     #[test]
+    fn names_parse_back_and_become_reason_codes() {
+        for t in ErrorType::ALL {
+            assert_eq!(ErrorType::from_name(t.as_str()), Some(t));
+        }
+        assert_eq!(
+            ErrorType::InsufficientFunds.reason_code(),
+            "INSUFFICIENT_FUNDS"
+        );
+        assert_eq!(ErrorType::CircuitOpen.reason_code(), "CIRCUIT_OPEN");
+        assert_eq!(ErrorType::from_name("States.ALL"), None);
+    }
+
+    #[test]
     fn transient_failures_are_retryable_and_business_ones_are_not() {
         assert!(
             RepoError::Throttled("slow down".into())
@@ -307,3 +356,42 @@ mod tests {
         );
     }
 }
+
+/// Any error as it leaves a Lambda: its taxonomy name and a message. The
+/// name becomes the Lambda `errorType` (see `shared::lambda`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error_type}: {message}")]
+pub struct TaskError {
+    pub error_type: ErrorType,
+    pub message: String,
+}
+
+impl TaskError {
+    pub fn new(error_type: ErrorType, message: impl Into<String>) -> Self {
+        Self {
+            error_type,
+            message: message.into(),
+        }
+    }
+}
+
+macro_rules! task_error_from {
+    ($($source:ty),* $(,)?) => {
+        $(
+            impl From<$source> for TaskError {
+                fn from(err: $source) -> Self {
+                    Self { error_type: err.error_type(), message: err.to_string() }
+                }
+            }
+        )*
+    };
+}
+
+task_error_from!(
+    MoneyError,
+    IdError,
+    TransitionError,
+    RepoError,
+    StoreError,
+    WalletError
+);

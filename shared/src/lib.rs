@@ -7,8 +7,11 @@
 pub mod domain;
 pub mod dynamo;
 pub mod error;
+pub mod events;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 #[cfg(any(test, feature = "fakes"))]
 pub mod memory;
 pub mod ports;
 
-pub use error::{Entity, ErrorType, RepoError, StoreError, WalletError};
+pub use error::{Entity, ErrorType, RepoError, StoreError, TaskError, WalletError};

@@ -88,6 +88,13 @@ impl DynamoStore {
         Self { client, tables }
     }
 
+    /// The store a Lambda uses: the SDK configuration of its cold start and the
+    /// table names `template.yml` put in its environment.
+    #[cfg(feature = "lambda")]
+    pub fn from_sdk_config(config: &aws_config::SdkConfig, tables: TableNames) -> Self {
+        Self::new(Client::new(config), tables)
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }
