@@ -357,6 +357,38 @@ mod tests {
     }
 }
 
+/// Failures talking to the external payment gateway. A decline is not an
+/// error here: it is a charge status the caller turns into `PaymentDeclined`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// Definitely not processed: connection refused, 5xx, 503, 429. Safe to retry
+    /// (the payment id is the idempotency key).
+    #[error("gateway unavailable: {0}")]
+    Unavailable(String),
+    /// The request may have reached the gateway but no usable answer came back
+    /// (timeout after sending, connection reset, unreadable body): it may have
+    /// been captured. Resolve with a status check.
+    #[error("gateway outcome unknown: {0}")]
+    Ambiguous(String),
+    /// The gateway refused the request without processing it (4xx).
+    #[error("gateway rejected the request ({status} {code}): {message}")]
+    Rejected {
+        status: u16,
+        code: String,
+        message: String,
+    },
+}
+
+impl GatewayError {
+    pub fn error_type(&self) -> ErrorType {
+        match self {
+            Self::Unavailable(_) => ErrorType::Retryable,
+            Self::Ambiguous(_) => ErrorType::GatewayAmbiguous,
+            Self::Rejected { .. } => ErrorType::GatewayRejected,
+        }
+    }
+}
+
 /// Any error as it leaves a Lambda: its taxonomy name and a message. The
 /// name becomes the Lambda `errorType` (see `shared::lambda`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -14,4 +14,4 @@ pub mod lambda;
 pub mod memory;
 pub mod ports;
 
-pub use error::{Entity, ErrorType, RepoError, StoreError, TaskError, WalletError};
+pub use error::{Entity, ErrorType, GatewayError, RepoError, StoreError, TaskError, WalletError};

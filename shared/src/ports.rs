@@ -9,7 +9,8 @@ use crate::domain::{
     Movement, MovementReceipt, NewPayment, Payment, PaymentChange, PaymentEvent, PaymentId, Refund,
     RefundId, Timestamp, UserId, Wallet, WalletKey,
 };
-use crate::error::{StoreError, WalletError};
+use crate::error::{GatewayError, StoreError, WalletError};
+use crate::events::ChargeStatus;
 
 /// Largest page any list operation returns.
 pub const PAGE_LIMIT_MAX: u32 = 100;
@@ -167,6 +168,44 @@ pub trait BreakerStore: Send + Sync {
     /// Stores `next` if the stored version is still `next.version - 1`
     /// (absent counts as 0); otherwise `StaleVersion`.
     async fn save(&self, next: &BreakerRecord) -> Result<(), StoreError>;
+}
+
+/// A charge as the gateway reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayCharge {
+    /// `Approved`, `Pending` or `Declined` (never `NotFound`: that is `None`).
+    pub status: ChargeStatus,
+    /// The gateway's own id for the charge (`gw_…`).
+    pub reference: String,
+    pub decline_code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayRefund {
+    /// The gateway's own id for the refund (`gwr_…`).
+    pub reference: String,
+}
+
+/// The external payment gateway. Every call carries the payment (or refund)
+/// id as its idempotency key, so a retried call never charges twice.
+#[async_trait]
+pub trait PaymentGateway: Send + Sync {
+    async fn charge(
+        &self,
+        payment_id: &PaymentId,
+        user_id: &UserId,
+        amount: &crate::domain::Money,
+    ) -> Result<GatewayCharge, GatewayError>;
+
+    /// `None` when the gateway has no charge for this payment.
+    async fn status(&self, payment_id: &PaymentId) -> Result<Option<GatewayCharge>, GatewayError>;
+
+    async fn refund(
+        &self,
+        refund_id: &RefundId,
+        payment_id: &PaymentId,
+        amount: &crate::domain::Money,
+    ) -> Result<GatewayRefund, GatewayError>;
 }
 
 /// Clamps a caller's page size to `1..=PAGE_LIMIT_MAX`.
