@@ -8,6 +8,8 @@ pub mod domain;
 pub mod dynamo;
 pub mod error;
 pub mod events;
+#[cfg(feature = "http-gateway")]
+pub mod gateway;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 #[cfg(any(test, feature = "fakes"))]
