@@ -62,11 +62,9 @@ impl From<SagaInput> for NewPayment {
     rename_all_fields = "camelCase"
 )]
 pub enum InvoiceCommand {
-    /// Create the PENDING payment (idempotent by `paymentId`).
-    Create {
-        #[serde(flatten)]
-        payment: SagaInput,
-    },
+    /// Create the PENDING payment (idempotent by `paymentId`). The state
+    /// machine passes the execution input as `payment`.
+    Create { payment: SagaInput },
     /// The wallet was debited: PENDING → PROCESSING.
     MarkProcessing { payment_id: PaymentId },
     /// The gateway captured the charge: → COMPLETED.
@@ -281,10 +279,12 @@ mod tests {
         assert_eq!(command.payment_id(), payment_id);
         let create = json!({
             "action": "CREATE",
-            "paymentId": payment_id.to_string(),
-            "userId": "user_1",
-            "amount": {"amount": "50.00", "currency": "USD"},
-            "orderId": "o-1"
+            "payment": {
+                "paymentId": payment_id.to_string(),
+                "userId": "user_1",
+                "amount": {"amount": "50.00", "currency": "USD"},
+                "orderId": "o-1"
+            }
         });
         let command: InvoiceCommand = serde_json::from_value(create).unwrap();
         assert!(

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod lambda;
 #[cfg(any(test, feature = "fakes"))]
 pub mod memory;
+pub mod observability;
 pub mod ports;
 
 pub use error::{Entity, ErrorType, GatewayError, RepoError, StoreError, TaskError, WalletError};

@@ -1,0 +1,254 @@
+//! `invoice-processor`: creates the payment and records each of its status
+//! changes. Every change and its PaymentEvents entry are written in one
+//! transaction (`PaymentRepo::create` / `transition`), every step is
+//! idempotent by `paymentId`, and the allowed transitions are those of
+//! `PaymentStatus::can_transition_to` — nothing here re-decides them.
+
+use std::sync::Arc;
+
+use lambda_runtime::LambdaEvent;
+use shared::domain::{NewPayment, PaymentChange, Timestamp};
+use shared::events::{InvoiceCommand, InvoiceReply};
+use shared::ports::PaymentRepo;
+use shared::{ErrorType, TaskError, observability};
+use tracing::{Instrument, error, info};
+
+pub const FUNCTION_NAME: &str = "invoice-processor";
+/// Longest reason code stored on a payment.
+pub const REASON_CODE_LENGTH_MAX: u32 = 64;
+
+pub struct Deps {
+    pub payments: Arc<dyn PaymentRepo>,
+}
+
+pub async fn handle(
+    deps: &Deps,
+    event: LambdaEvent<InvoiceCommand>,
+) -> Result<InvoiceReply, TaskError> {
+    let span = shared::invocation_span!(FUNCTION_NAME, event.context, event.payload.payment_id());
+    execute(deps.payments.as_ref(), event.payload)
+        .instrument(span)
+        .await
+}
+
+pub async fn execute(
+    payments: &dyn PaymentRepo,
+    command: InvoiceCommand,
+) -> Result<InvoiceReply, TaskError> {
+    let now = Timestamp::now();
+    let (payment_id, change) = match command {
+        InvoiceCommand::Create { payment } => {
+            let created = payments.create(NewPayment::from(payment), now).await?;
+            let is_new = created.is_new();
+            let payment = created.into_inner();
+            info!(status = %payment.status, amount = %payment.amount, userId = %payment.user_id,
+                created = is_new, "payment created");
+            return Ok(InvoiceReply::from(&payment));
+        }
+        InvoiceCommand::MarkProcessing { payment_id } => (
+            payment_id,
+            PaymentChange::to(shared::domain::PaymentStatus::Processing),
+        ),
+        InvoiceCommand::Complete {
+            payment_id,
+            gateway_reference,
+        } => (payment_id, PaymentChange::completed(gateway_reference)),
+        InvoiceCommand::Fail {
+            payment_id,
+            reason,
+            cause,
+        } => {
+            let code = reason_code(&reason);
+            info!(reason = %code, cause = cause.as_deref().unwrap_or(""), "payment failing");
+            (payment_id, PaymentChange::failed(code))
+        }
+        InvoiceCommand::MarkReconciliationRequired {
+            payment_id,
+            reason,
+            cause,
+        } => {
+            let code = reason_code(&reason);
+            // The one outcome an operator must look at: alarm on it.
+            error!(reason = %code, cause = cause.as_deref().unwrap_or(""),
+                "payment needs reconciliation");
+            observability::emit_count("ReconciliationRequired", FUNCTION_NAME);
+            (payment_id, PaymentChange::reconciliation_required(code))
+        }
+    };
+    let payment = payments.transition(&payment_id, &change, now).await?;
+    info!(status = %payment.status, version = payment.version, "payment status recorded");
+    Ok(InvoiceReply::from(&payment))
+}
+
+/// The stored reason code for an error name or free text: a taxonomy name
+/// becomes its code (`InsufficientFunds` → `INSUFFICIENT_FUNDS`); anything else
+/// (`States.Timeout`, `GatewayNotProcessed`) is upper-snake-cased the same way
+/// and bounded, so a code is always `[A-Z0-9_]{1,64}`.
+pub fn reason_code(reason: &str) -> String {
+    if let Some(error_type) = ErrorType::from_name(reason) {
+        return error_type.reason_code();
+    }
+    let mut code = String::new();
+    let mut previous_lower = false;
+    for c in reason.chars() {
+        if c.is_ascii_uppercase() && previous_lower {
+            code.push('_');
+        }
+        if c.is_ascii_alphanumeric() {
+            code.push(c.to_ascii_uppercase());
+        } else if !code.ends_with('_') {
+            code.push('_');
+        }
+        previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+    }
+    let length_max = usize::try_from(REASON_CODE_LENGTH_MAX).unwrap_or(usize::MAX);
+    let code: String = code.trim_matches('_').chars().take(length_max).collect();
+    if code.is_empty() {
+        "UNKNOWN".to_owned()
+    } else {
+        code
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use lambda_runtime::Context;
+    use serde_json::json;
+    use shared::domain::{PaymentId, PaymentStatus};
+    use shared::memory::InMemoryStore;
+    use shared::ports::PaymentEventRepo;
+
+    use super::*;
+
+    fn deps() -> (Deps, Arc<InMemoryStore>) {
+        let store = Arc::new(InMemoryStore::new());
+        (
+            Deps {
+                payments: store.clone(),
+            },
+            store,
+        )
+    }
+
+    fn event(value: serde_json::Value) -> LambdaEvent<InvoiceCommand> {
+        LambdaEvent::new(serde_json::from_value(value).unwrap(), Context::default())
+    }
+
+    fn create_json(payment_id: PaymentId) -> serde_json::Value {
+        json!({"action": "CREATE", "payment": {"paymentId": payment_id.to_string(),
+               "userId": "user_1", "amount": {"amount": "50.00", "currency": "USD"}, "orderId": "o-1"}})
+    }
+
+    async fn run(deps: &Deps, value: serde_json::Value) -> Result<InvoiceReply, TaskError> {
+        handle(deps, event(value)).await
+    }
+
+    #[tokio::test]
+    async fn create_is_idempotent_and_replies_with_the_payment() {
+        let (deps, store) = deps();
+        let payment_id = PaymentId::generate();
+        let first = run(&deps, create_json(payment_id)).await.unwrap();
+        let again = run(&deps, create_json(payment_id)).await.unwrap();
+        assert_eq!(
+            serde_json::to_value(&first).unwrap(),
+            json!({"paymentId": payment_id.to_string(), "status": "PENDING", "version": 1})
+        );
+        assert_eq!(again, first);
+        assert_eq!(store.events(&payment_id, 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn success_path_records_each_status_with_an_event() {
+        let (deps, store) = deps();
+        let payment_id = PaymentId::generate();
+        run(&deps, create_json(payment_id)).await.unwrap();
+        let id = payment_id.to_string();
+        run(&deps, json!({"action": "MARK_PROCESSING", "paymentId": id}))
+            .await
+            .unwrap();
+        let done = run(
+            &deps,
+            json!({"action": "COMPLETE", "paymentId": id, "gatewayReference": "gw_1"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(done.status, PaymentStatus::Completed);
+        // A retried COMPLETE writes nothing new.
+        let again = run(
+            &deps,
+            json!({"action": "COMPLETE", "paymentId": id, "gatewayReference": "gw_1"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(again, done);
+        assert_eq!(store.events(&payment_id, 10).await.unwrap().len(), 3);
+        let payment = store.get(&payment_id).await.unwrap().unwrap();
+        assert_eq!(payment.gateway_reference.as_deref(), Some("gw_1"));
+    }
+
+    #[tokio::test]
+    async fn failure_records_a_reason_code() {
+        let (deps, store) = deps();
+        let payment_id = PaymentId::generate();
+        run(&deps, create_json(payment_id)).await.unwrap();
+        let reply = run(
+            &deps,
+            json!({"action": "FAIL", "paymentId": payment_id.to_string(),
+            "reason": "InsufficientFunds", "cause": "balance 10.00 USD"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, PaymentStatus::Failed);
+        let payment = store.get(&payment_id).await.unwrap().unwrap();
+        assert_eq!(
+            payment.failure_reason.as_deref(),
+            Some("INSUFFICIENT_FUNDS")
+        );
+    }
+
+    #[tokio::test]
+    async fn reconciliation_and_disallowed_transitions() {
+        let (deps, _) = deps();
+        let payment_id = PaymentId::generate();
+        run(&deps, create_json(payment_id)).await.unwrap();
+        let id = payment_id.to_string();
+        run(&deps, json!({"action": "MARK_PROCESSING", "paymentId": id}))
+            .await
+            .unwrap();
+        let reply = run(
+            &deps,
+            json!({"action": "MARK_RECONCILIATION_REQUIRED", "paymentId": id,
+            "reason": "States.Timeout"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, PaymentStatus::ReconciliationRequired);
+        let err = run(&deps, json!({"action": "MARK_PROCESSING", "paymentId": id}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type, ErrorType::InvalidTransition);
+        let missing = PaymentId::generate().to_string();
+        let err = run(
+            &deps,
+            json!({"action": "MARK_PROCESSING", "paymentId": missing}),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.error_type, ErrorType::PaymentNotFound);
+    }
+
+    #[test]
+    fn reason_codes_are_upper_snake_and_bounded() {
+        assert_eq!(reason_code("InsufficientFunds"), "INSUFFICIENT_FUNDS");
+        assert_eq!(reason_code("States.Timeout"), "STATES_TIMEOUT");
+        assert_eq!(reason_code("GatewayNotProcessed"), "GATEWAY_NOT_PROCESSED");
+        assert_eq!(reason_code("SAGA_NOT_STARTED"), "SAGA_NOT_STARTED");
+        assert_eq!(
+            reason_code("Lambda.ServiceException"),
+            "LAMBDA_SERVICE_EXCEPTION"
+        );
+        assert_eq!(reason_code("!!"), "UNKNOWN");
+        assert_eq!(reason_code(&"x".repeat(500)).len(), 64);
+    }
+}
