@@ -4,7 +4,14 @@ SHELL := /usr/bin/env bash
 
 CARGO ?= cargo
 
+# Deploy-side tools live in a git-ignored venv (scripts/tools.sh); the targets that need
+# them put it first on PATH (cargo-lambda runs zig as `python3 -m ziglang`).
+TOOLS_VENV := .tools/venv
+TOOLS_PATH := $(CURDIR)/$(TOOLS_VENV)/bin:$(PATH)
+STACK_NAME ?= payment-saga-dev
+
 .PHONY: help setup fmt fmt-check clippy lint test test-unit test-contract build clean
+.PHONY: tools validate-template build-all build-lambda sam-build deploy
 
 help: ## List the targets
 	@if [ -t 1 ] && [ -z "$${NO_COLOR:-}" ]; then c='\033[36m'; r='\033[0m'; else c=''; r=''; fi; \
@@ -43,3 +50,32 @@ test-contract: ## The store contract suite against the in-memory store and Dynam
 clean: ## Remove build output and local data
 	$(CARGO) clean
 	rm -rf .local
+
+# --- AWS: template, artefacts, deploy (no Docker; docs/deploy.md) ---------------------
+
+tools: ## Install cfn-lint, SAM CLI, cargo-lambda, zig, statelint (.tools/venv) + arm64 target; quick when present
+	@./scripts/tools.sh
+
+validate-template: tools ## Offline: cfn-lint + sam validate --lint on template.yml, statelint on state-machine/*.asl.json
+	@./scripts/validate-template.sh
+
+build-all: tools ## Release arm64 builds of the five Lambdas into target/lambda/<name>/bootstrap, with sizes
+	@./scripts/build-lambdas.sh
+
+build-lambda: ## One Lambda: make build-lambda NAME=wallet-service
+	@if [ -z "$(NAME)" ]; then \
+		echo "error: NAME is required, e.g. make build-lambda NAME=wallet-service" >&2; \
+		echo "       one of: invoice-processor wallet-service payments-adapter refund-service api-handler" >&2; \
+		exit 2; \
+	fi
+	@./scripts/tools.sh
+	@./scripts/build-lambdas.sh $(NAME)
+
+sam-build: tools ## sam build (rust-cargolambda, no Docker) into .aws-sam/build
+	@echo "==> sam build (cargo-lambda in each crate, venv first on PATH)"
+	@start=$$(date +%s); \
+	PATH="$(TOOLS_PATH)" SAM_CLI_TELEMETRY=0 sam build --build-in-source --template-file template.yml && \
+	echo "==> sam build done in $$(( $$(date +%s) - start ))s: .aws-sam/build/template.yaml"
+
+deploy: ## Print the deploy procedure (runs nothing: this workplace has no AWS account)
+	@./scripts/deploy-help.sh "$(STACK_NAME)"

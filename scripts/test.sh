@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
+# The end-to-end tests run the real Lambda and mock-gateway binaries.
+echo "== building every binary (the end-to-end tests start them)"
+cargo build --workspace --bins
+
 status=0
 cargo test --workspace --all-targets --color never 2>&1 | tee "$log" || status=$?
 

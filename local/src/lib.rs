@@ -1,5 +1,31 @@
-//! The Docker-free local cloud. So far: the template reader and the embedded
-//! DynamoDB-compatible engine with tables created from `template.yml`.
+//! The Docker-free local cloud: the same Lambda binaries, the same ASL file
+//! and the same table definitions as AWS (all read from `template.yml`),
+//! behind the same protocols — the Lambda Runtime API, the Step Functions and
+//! DynamoDB JSON APIs, API Gateway proxy events.
 
+use async_trait::async_trait;
+use serde_json::Value;
+
+pub mod apigw;
+pub mod asl;
+pub mod cloud;
 pub mod dynamo;
+pub mod edge;
+pub mod lambda;
+pub mod sfn;
 pub mod template;
+
+/// A function invocation failed: the function's own `errorType` and message,
+/// or the runtime's (`Sandbox.Timedout`, `Runtime.ExitError`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvokeFailure {
+    pub error_type: String,
+    pub error_message: String,
+}
+
+/// Invokes a function by name or ARN, synchronously (RequestResponse).
+#[async_trait]
+pub trait FunctionInvoker: Send + Sync {
+    async fn invoke_function(&self, function: &str, payload: Value)
+    -> Result<Value, InvokeFailure>;
+}

@@ -80,11 +80,47 @@ pub struct TableSpec {
     pub ttl_attribute: Option<String>,
 }
 
+/// One `AWS::Serverless::Function` resource, as the local cloud runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSpec {
+    pub logical_id: String,
+    pub function_name: String,
+    /// The cargo binary (`Metadata.BuildProperties.Binary`).
+    pub binary: String,
+    pub timeout_seconds: u32,
+    pub memory_mb: u32,
+    /// Globals plus the function's own variables, intrinsics resolved.
+    pub environment: BTreeMap<String, String>,
+    /// `Events` of type `Api`: (method upper-case, path like `/payments/{paymentId}`).
+    pub api_routes: Vec<(String, String)>,
+}
+
+/// One `AWS::Serverless::StateMachine` resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateMachineSpec {
+    pub logical_id: String,
+    pub name: String,
+    pub definition_uri: String,
+    pub substitutions: BTreeMap<String, String>,
+    pub workflow_type: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Template {
     root: Value,
     context: Context,
     pub tables: Vec<TableSpec>,
+    pub functions: Vec<FunctionSpec>,
+    pub state_machines: Vec<StateMachineSpec>,
+    /// Physical names of functions and state machines, known before anything
+    /// that refers to them is resolved.
+    names: BTreeMap<String, (ResourceKind, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResourceKind {
+    Function,
+    StateMachine,
 }
 
 impl Template {
@@ -102,9 +138,179 @@ impl Template {
             root,
             context,
             tables: Vec::new(),
+            functions: Vec::new(),
+            state_machines: Vec::new(),
+            names: BTreeMap::new(),
         };
         template.tables = template.read_tables()?;
+        template.names = template.read_names()?;
+        template.functions = template.read_functions()?;
+        template.state_machines = template.read_state_machines()?;
         Ok(template)
+    }
+
+    pub fn function(&self, logical_id: &str) -> Option<&FunctionSpec> {
+        self.functions.iter().find(|f| f.logical_id == logical_id)
+    }
+
+    pub fn function_arn(&self, function_name: &str) -> String {
+        format!(
+            "arn:aws:lambda:{}:{}:function:{function_name}",
+            self.context.region, self.context.account_id
+        )
+    }
+
+    pub fn state_machine_arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:states:{}:{}:stateMachine:{name}",
+            self.context.region, self.context.account_id
+        )
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    fn typed_resources(&self, kind: &str) -> Result<Vec<(String, &Value)>, TemplateError> {
+        let mut found = Vec::new();
+        for (logical_id, resource) in self.resources()? {
+            if resource.get("Type").and_then(Value::as_str) == Some(kind) {
+                let id = logical_id
+                    .as_str()
+                    .ok_or_else(|| invalid("non-string resource id"))?;
+                found.push((id.to_owned(), resource));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Function and state machine names, resolved from their own properties
+    /// (which may only use parameters and pseudo parameters).
+    fn read_names(&self) -> Result<BTreeMap<String, (ResourceKind, String)>, TemplateError> {
+        let mut names = BTreeMap::new();
+        let kinds = [
+            (
+                "AWS::Serverless::Function",
+                "FunctionName",
+                ResourceKind::Function,
+            ),
+            (
+                "AWS::Serverless::StateMachine",
+                "Name",
+                ResourceKind::StateMachine,
+            ),
+        ];
+        for (resource_type, field, kind) in kinds {
+            for (logical_id, resource) in self.typed_resources(resource_type)? {
+                let name = match resource.get("Properties").and_then(|p| p.get(field)) {
+                    Some(value) => self.resolve(value)?,
+                    None => format!("{}-{logical_id}", self.context.stack_name),
+                };
+                names.insert(logical_id, (kind, name));
+            }
+        }
+        Ok(names)
+    }
+
+    fn global_function_property(&self, field: &str) -> Option<&Value> {
+        self.root
+            .get("Globals")
+            .and_then(|g| g.get("Function"))
+            .and_then(|f| f.get(field))
+    }
+
+    fn read_functions(&self) -> Result<Vec<FunctionSpec>, TemplateError> {
+        let mut functions = Vec::new();
+        for (logical_id, resource) in self.typed_resources("AWS::Serverless::Function")? {
+            let props = resource
+                .get("Properties")
+                .ok_or_else(|| invalid(format!("{logical_id}: no Properties")))?;
+            let binary = resource
+                .get("Metadata")
+                .and_then(|m| m.get("BuildProperties"))
+                .and_then(|b| b.get("Binary"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{logical_id}: Metadata.BuildProperties.Binary is missing"
+                    ))
+                })?;
+            let number = |field: &str, default: u32| -> Result<u32, TemplateError> {
+                match props
+                    .get(field)
+                    .or_else(|| self.global_function_property(field))
+                {
+                    Some(value) => self
+                        .resolve(value)?
+                        .parse()
+                        .map_err(|_| invalid(format!("{logical_id}: {field}"))),
+                    None => Ok(default),
+                }
+            };
+            let mut environment = self.global_environment()?;
+            let own = props
+                .get("Environment")
+                .and_then(|e| e.get("Variables"))
+                .and_then(Value::as_mapping);
+            for (name, value) in own.into_iter().flatten() {
+                let name = name
+                    .as_str()
+                    .ok_or_else(|| invalid("non-string variable name"))?;
+                environment.insert(name.to_owned(), self.resolve(value)?);
+            }
+            let function_name = self
+                .names
+                .get(&logical_id)
+                .map(|(_, n)| n.clone())
+                .unwrap_or_default();
+            functions.push(FunctionSpec {
+                api_routes: api_routes(props),
+                timeout_seconds: number("Timeout", 3)?,
+                memory_mb: number("MemorySize", 128)?,
+                binary: binary.to_owned(),
+                function_name,
+                environment,
+                logical_id,
+            });
+        }
+        Ok(functions)
+    }
+
+    fn read_state_machines(&self) -> Result<Vec<StateMachineSpec>, TemplateError> {
+        let mut machines = Vec::new();
+        for (logical_id, resource) in self.typed_resources("AWS::Serverless::StateMachine")? {
+            let props = resource
+                .get("Properties")
+                .ok_or_else(|| invalid(format!("{logical_id}: no Properties")))?;
+            let definition_uri = text(props, "DefinitionUri", &logical_id)?;
+            let mut substitutions = BTreeMap::new();
+            let declared = props
+                .get("DefinitionSubstitutions")
+                .and_then(Value::as_mapping);
+            for (name, value) in declared.into_iter().flatten() {
+                let name = name
+                    .as_str()
+                    .ok_or_else(|| invalid("non-string substitution name"))?;
+                substitutions.insert(name.to_owned(), self.resolve(value)?);
+            }
+            let workflow_type = match props.get("Type") {
+                Some(value) => self.resolve(value)?,
+                None => "STANDARD".to_owned(),
+            };
+            let name = self
+                .names
+                .get(&logical_id)
+                .map(|(_, n)| n.clone())
+                .unwrap_or_default();
+            machines.push(StateMachineSpec {
+                logical_id,
+                name,
+                definition_uri,
+                substitutions,
+                workflow_type,
+            });
+        }
+        Ok(machines)
     }
 
     fn resources(&self) -> Result<&serde_yaml_ng::Mapping, TemplateError> {
@@ -240,6 +446,13 @@ impl Template {
                 if let Some(table) = self.tables.iter().find(|t| t.logical_id == target) {
                     return Ok(table.table_name.clone());
                 }
+                match self.names.get(target) {
+                    Some((ResourceKind::Function, name)) => return Ok(name.clone()),
+                    Some((ResourceKind::StateMachine, name)) => {
+                        return Ok(self.state_machine_arn(name));
+                    }
+                    None => {}
+                }
                 let parameter = self.root.get("Parameters").and_then(|p| p.get(target));
                 match parameter.and_then(|p| p.get("Default")) {
                     Some(default) => self.resolve(default),
@@ -255,14 +468,17 @@ impl Template {
         let (logical_id, attribute) = path
             .split_once('.')
             .ok_or_else(|| invalid(format!("!GetAtt {path}: expected Resource.Attribute")))?;
-        match (
-            self.tables.iter().find(|t| t.logical_id == logical_id),
-            attribute,
-        ) {
-            (Some(table), "Arn") => Ok(format!(
+        let table = self.tables.iter().find(|t| t.logical_id == logical_id);
+        if let (Some(table), "Arn") = (table, attribute) {
+            return Ok(format!(
                 "arn:aws:dynamodb:{}:{}:table/{}",
                 self.context.region, self.context.account_id, table.table_name
-            )),
+            ));
+        }
+        match (self.names.get(logical_id), attribute) {
+            (Some((ResourceKind::Function, name)), "Arn") => Ok(self.function_arn(name)),
+            (Some((ResourceKind::StateMachine, name)), "Arn") => Ok(self.state_machine_arn(name)),
+            (Some((ResourceKind::StateMachine, name)), "Name") => Ok(name.clone()),
             _ => Err(invalid(format!("!GetAtt {path} is not supported locally"))),
         }
     }
@@ -286,6 +502,28 @@ impl Template {
         out.push_str(rest);
         Ok(out)
     }
+}
+
+/// The `Api` events of a function: (METHOD, /path).
+fn api_routes(props: &Value) -> Vec<(String, String)> {
+    let events = props.get("Events").and_then(Value::as_mapping);
+    let mut routes = Vec::new();
+    for (_, event) in events.into_iter().flatten() {
+        if event.get("Type").and_then(Value::as_str) != Some("Api") {
+            continue;
+        }
+        let properties = event.get("Properties");
+        let path = properties
+            .and_then(|p| p.get("Path"))
+            .and_then(Value::as_str);
+        let method = properties
+            .and_then(|p| p.get("Method"))
+            .and_then(Value::as_str);
+        if let (Some(path), Some(method)) = (path, method) {
+            routes.push((method.to_uppercase(), path.to_owned()));
+        }
+    }
+    routes
 }
 
 fn sequence<'a>(
@@ -379,6 +617,47 @@ mod tests {
             shared::dynamo::TableNames::from_lookup(|name| environment.get(name).cloned()).unwrap();
         assert_eq!(tables.wallets, "local-wallets");
         assert_eq!(tables.wallet_transactions, "local-wallet-transactions");
+    }
+
+    #[test]
+    fn reads_functions_state_machine_and_routes() {
+        let template = repo_template();
+        let binaries: Vec<&str> = template
+            .functions
+            .iter()
+            .map(|f| f.binary.as_str())
+            .collect();
+        for binary in [
+            "invoice-processor",
+            "wallet-service",
+            "payments-adapter",
+            "refund-service",
+            "api-handler",
+        ] {
+            assert!(
+                binaries.contains(&binary),
+                "{binary} missing from {binaries:?}"
+            );
+        }
+        let api = template.function("ApiHandlerFunction").unwrap();
+        assert_eq!(api.function_name, "local-api-handler");
+        assert!(
+            api.api_routes
+                .contains(&("POST".to_owned(), "/payments".to_owned()))
+        );
+        assert_eq!(api.environment["PAYMENTS_TABLE_NAME"], "local-payments");
+        assert_eq!(
+            api.environment["STATE_MACHINE_ARN"],
+            "arn:aws:states:us-east-1:000000000000:stateMachine:local-payment-saga"
+        );
+        assert!(api.timeout_seconds > 0);
+        let saga = &template.state_machines[0];
+        assert_eq!(saga.definition_uri, "state-machine/payment-saga.asl.json");
+        assert_eq!(
+            saga.substitutions["WalletServiceFunctionArn"],
+            "arn:aws:lambda:us-east-1:000000000000:function:local-wallet-service"
+        );
+        assert_eq!(saga.workflow_type, "STANDARD");
     }
 
     #[test]

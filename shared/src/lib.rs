@@ -4,6 +4,7 @@
 //! Dependencies point one way: `dynamo` and `memory` implement `ports` over
 //! `domain`; `domain` imports no AWS SDK, no HTTP and no async runtime.
 
+pub mod breaker;
 pub mod domain;
 pub mod dynamo;
 pub mod error;

@@ -337,6 +337,53 @@ impl RefundRepo for InMemoryStore {
         tables.refunds.insert(next.refund_id, next.clone());
         Ok(())
     }
+
+    async fn reserve(
+        &self,
+        refund: &Refund,
+        payment: &Payment,
+        at: Timestamp,
+    ) -> Result<Created<(Refund, Payment)>, StoreError> {
+        // One lock over all tables: the refund, the payment and the event are
+        // written together or not at all, like the DynamoDB transaction.
+        let mut tables = self.lock();
+        if let Some(existing) = tables.refunds.get(&refund.refund_id) {
+            if !existing.same_request(refund) {
+                let id = refund.refund_id.to_string();
+                return Err(StoreError::AlreadyExists {
+                    entity: Entity::Refund,
+                    id,
+                });
+            }
+            let existing = existing.clone();
+            let current = tables
+                .payments
+                .get(&existing.payment_id)
+                .cloned()
+                .ok_or_else(|| StoreError::payment_not_found(existing.payment_id))?;
+            return Ok(Created::Existing((existing, current)));
+        }
+        let (after, event) = refund.reserve_on(payment, at)?;
+        let stored_version = tables
+            .payments
+            .get(&payment.payment_id)
+            .map(|stored| stored.version)
+            .ok_or_else(|| StoreError::payment_not_found(payment.payment_id))?;
+        if stored_version != payment.version {
+            let id = payment.payment_id.to_string();
+            return Err(StoreError::StaleVersion {
+                entity: Entity::Payment,
+                id,
+            });
+        }
+        tables.injected_failure()?;
+        tables.refunds.insert(refund.refund_id, refund.clone());
+        tables
+            .events
+            .insert((after.payment_id, event.sort_key()), event);
+        tables.payments.insert(after.payment_id, after.clone());
+        Ok(Created::New((refund.clone(), after)))
+    }
 }
 
 #[async_trait]

@@ -141,6 +141,26 @@ pub trait RefundRepo: Send + Sync {
     /// Stores `next` (made by `Refund::advance`), which must be `version + 1`
     /// of the stored refund. A lost race is `StaleVersion`.
     async fn save(&self, next: &Refund) -> Result<(), StoreError>;
+
+    /// Records the new REQUESTED `refund` AND reserves its amount on `payment`
+    /// in ONE transaction: the refund (its id must be new), the payment after
+    /// [`Refund::reserve_on`] (conditioned on `payment.version`, the version the
+    /// caller read and decided on) and that change's `STATUS_CHANGED` event.
+    /// Concurrent refunds of one payment can therefore never over-refund it.
+    ///
+    /// - the same refund again (a retried step): `Existing((stored refund,
+    ///   current payment))`, nothing written;
+    /// - a different refund under this id: `AlreadyExists`;
+    /// - the payment changed since it was read: `StaleVersion` (read it again
+    ///   and re-decide; nothing was written);
+    /// - the payment is gone: `NotFound`; not refundable or the total above its
+    ///   amount: `Transition` (`InvalidTransition` / `RefundExceedsAmount`).
+    async fn reserve(
+        &self,
+        refund: &Refund,
+        payment: &Payment,
+        at: Timestamp,
+    ) -> Result<Created<(Refund, Payment)>, StoreError>;
 }
 
 #[async_trait]

@@ -11,8 +11,8 @@ use rust_decimal::Decimal;
 
 use shared::domain::{
     BreakerState, ClaimOutcome, Currency, IdempotencyRecord, IdempotencyState, Money, Movement,
-    NewPayment, PaymentChange, PaymentEvent, PaymentEventType, PaymentId, PaymentStatus, Refund,
-    RefundId, RefundStatus, Timestamp, TopUpId, UserId, WalletKey,
+    NewPayment, Payment, PaymentChange, PaymentEvent, PaymentEventType, PaymentId, PaymentStatus,
+    Refund, RefundId, RefundStatus, Timestamp, TopUpId, UserId, WalletKey,
 };
 use shared::ports::{BreakerStore, Created, PaymentRepo, RefundRepo, WalletRepo};
 use shared::{ErrorType, StoreError, WalletError};
@@ -694,4 +694,254 @@ pub async fn breaker_state_is_written_with_optimistic_versions(store: Arc<dyn St
         store.load("payment-gateway", now).await.unwrap().state,
         BreakerState::HalfOpen
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Refund reservations: refund + payment + event in one transaction
+// ---------------------------------------------------------------------------------------
+
+/// A payment the saga completed (the store does not care about the wallet here).
+async fn completed_payment(store: &dyn Store, user_id: &UserId, amount: Money) -> Payment {
+    let id = PaymentRepo::create(store, new_payment(user_id, amount), Timestamp::now())
+        .await
+        .unwrap()
+        .into_inner()
+        .payment_id;
+    store
+        .transition(
+            &id,
+            &PaymentChange::to(PaymentStatus::Processing),
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    store
+        .transition(
+            &id,
+            &PaymentChange::completed("gw_1".into()),
+            Timestamp::now(),
+        )
+        .await
+        .unwrap()
+}
+
+fn refund_request(payment: &Payment, amount: Money, reason: Option<&str>) -> Refund {
+    Refund::request(
+        RefundId::generate(),
+        payment.payment_id,
+        payment.user_id.clone(),
+        amount,
+        reason.map(str::to_owned),
+        Timestamp::now(),
+    )
+}
+
+async fn payment_now(store: &dyn Store, payment: &Payment) -> Payment {
+    PaymentRepo::get(store, &payment.payment_id)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+pub async fn refund_reservation_is_atomic_and_idempotent(store: Arc<dyn Store>) {
+    // GIVEN a completed payment of 100
+    let owen = user("owen");
+    let payment = completed_payment(&*store, &owen, usd("100")).await;
+    // WHEN 30 is reserved
+    let refund = refund_request(&payment, usd("30"), Some("damaged"));
+    let reserved = store
+        .reserve(&refund, &payment, Timestamp::now())
+        .await
+        .unwrap();
+    // THEN the refund, the payment and its event were written together
+    let (stored_refund, after) = match reserved {
+        Created::New(pair) => pair,
+        Created::Existing(_) => panic!("a new refund must be written"),
+    };
+    assert_eq!(stored_refund, refund);
+    assert_eq!(after.status, PaymentStatus::PartiallyRefunded);
+    assert_eq!(after.refunded_amount, usd("30"));
+    assert_eq!(after.version, payment.version + 1);
+    assert_eq!(payment_now(&*store, &payment).await, after);
+    assert_eq!(
+        RefundRepo::get(&*store, &refund.refund_id).await.unwrap(),
+        Some(refund.clone())
+    );
+    let events = store.events(&payment.payment_id, 10).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(events.len(), 4);
+    assert_eq!(
+        (last.from_status, last.status, last.version),
+        (
+            Some(PaymentStatus::Completed),
+            PaymentStatus::PartiallyRefunded,
+            after.version
+        )
+    );
+    // AND the same reservation again (even with the old read) writes nothing
+    let again = store
+        .reserve(&refund, &payment, Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(again, Created::Existing((refund.clone(), after.clone())));
+    assert_eq!(payment_now(&*store, &payment).await, after);
+    assert_eq!(
+        store.events(&payment.payment_id, 10).await.unwrap().len(),
+        4
+    );
+    // AND another refund under the same id conflicts
+    let conflicting = Refund {
+        amount: usd("31"),
+        ..refund.clone()
+    };
+    let err = store
+        .reserve(&conflicting, &after, Timestamp::now())
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::AlreadyExists);
+    // AND a reservation decided on a stale read is refused and writes nothing
+    let late = refund_request(&payment, usd("10"), None);
+    let err = store
+        .reserve(&late, &payment, Timestamp::now())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::StaleVersion { .. }), "{err:?}");
+    assert_eq!(
+        RefundRepo::get(&*store, &late.refund_id).await.unwrap(),
+        None
+    );
+}
+
+pub async fn refund_reservation_refuses_what_cannot_be_refunded(store: Arc<dyn Store>) {
+    // GIVEN a payment of 100 with 30 reserved
+    let owen = user("owen");
+    let payment = completed_payment(&*store, &owen, usd("100")).await;
+    let first = refund_request(&payment, usd("30"), None);
+    let (_, after) = store
+        .reserve(&first, &payment, Timestamp::now())
+        .await
+        .unwrap()
+        .into_inner();
+    // WHEN more than is left is asked THEN it is refused, and nothing is written
+    let too_much = refund_request(&after, usd("70.01"), None);
+    let err = store
+        .reserve(&too_much, &after, Timestamp::now())
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::RefundExceedsAmount);
+    assert_eq!(
+        RefundRepo::get(&*store, &too_much.refund_id).await.unwrap(),
+        None
+    );
+    // WHEN the remaining 70 is reserved THEN the payment is REFUNDED
+    let rest = refund_request(&after, usd("70"), None);
+    let (_, refunded) = store
+        .reserve(&rest, &after, Timestamp::now())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(refunded.status, PaymentStatus::Refunded);
+    assert_eq!(refunded.refunded_amount, usd("100"));
+    // AND a refunded, a pending or an unknown payment cannot be reserved on
+    let one_more = refund_request(&refunded, usd("1"), None);
+    let err = store
+        .reserve(&one_more, &refunded, Timestamp::now())
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::InvalidTransition);
+    let pending = PaymentRepo::create(&*store, new_payment(&owen, usd("5")), Timestamp::now())
+        .await
+        .unwrap()
+        .into_inner();
+    let err = store
+        .reserve(
+            &refund_request(&pending, usd("5"), None),
+            &pending,
+            Timestamp::now(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::InvalidTransition);
+    let ghost = Payment {
+        payment_id: PaymentId::generate(),
+        ..after.clone()
+    };
+    let err = store
+        .reserve(
+            &refund_request(&ghost, usd("1"), None),
+            &ghost,
+            Timestamp::now(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::PaymentNotFound);
+    // THEN the payment lists exactly the two refunds it reserved
+    let refunds = store.refunds_of(&payment.payment_id).await.unwrap();
+    let ids: Vec<RefundId> = refunds.iter().map(|r| r.refund_id).collect();
+    assert_eq!(ids, vec![first.refund_id, rest.refund_id]);
+    assert_eq!(payment_now(&*store, &payment).await, refunded);
+}
+
+/// Reserves `refund` like refund-service does: read, decide, reserve; a lost
+/// race is read again (bounded). `Ok(true)` reserved, `Ok(false)` too much left.
+async fn reserve_with_retries(store: &dyn Store, refund: &Refund) -> Result<bool, StoreError> {
+    const ATTEMPT_COUNT_MAX: u32 = 50;
+    for attempt in 0..ATTEMPT_COUNT_MAX {
+        let payment = PaymentRepo::get(store, &refund.payment_id).await?.unwrap();
+        match store.reserve(refund, &payment, Timestamp::now()).await {
+            Ok(Created::New(_)) => return Ok(true),
+            Ok(Created::Existing(_)) => panic!("each refund is reserved once"),
+            Err(err) if err.error_type() == ErrorType::RefundExceedsAmount => return Ok(false),
+            Err(err) if err.error_type().is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(1 + u64::from(attempt % 5))).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    panic!(
+        "refund {} still racing after {ATTEMPT_COUNT_MAX} attempts",
+        refund.refund_id
+    );
+}
+
+/// Runs `count` concurrent reservations of `amount` on `payment`; returns how many succeeded.
+async fn race_refunds(store: &Arc<dyn Store>, payment: &Payment, amount: Money, count: u32) -> u32 {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let store = Arc::clone(store);
+        let refund = refund_request(payment, amount, None);
+        tasks.spawn(async move { reserve_with_retries(&*store, &refund).await });
+    }
+    let mut succeeded = 0;
+    while let Some(joined) = tasks.join_next().await {
+        if joined.unwrap().unwrap() {
+            succeeded += 1;
+        }
+    }
+    succeeded
+}
+
+pub async fn concurrent_refunds_never_over_refund(store: Arc<dyn Store>) {
+    let pat = user("pat");
+    // GIVEN a completed payment of 100 WHEN two refunds of 60 race THEN exactly one wins
+    let payment = completed_payment(&*store, &pat, usd("100")).await;
+    assert_eq!(race_refunds(&store, &payment, usd("60"), 2).await, 1);
+    let after = payment_now(&*store, &payment).await;
+    assert_eq!(after.refunded_amount, usd("60"));
+    assert_eq!(after.status, PaymentStatus::PartiallyRefunded);
+    assert_eq!(
+        store.refunds_of(&payment.payment_id).await.unwrap().len(),
+        1
+    );
+    // GIVEN another payment of 100 WHEN eight refunds of 15 race THEN six fit
+    let payment = completed_payment(&*store, &pat, usd("100")).await;
+    assert_eq!(race_refunds(&store, &payment, usd("15"), 8).await, 6);
+    let after = payment_now(&*store, &payment).await;
+    assert_eq!(after.refunded_amount, usd("90"));
+    let refunds = store.refunds_of(&payment.payment_id).await.unwrap();
+    assert_eq!(refunds.len(), 6);
+    // AND every reservation has its own event: created, processing, completed, six refunds
+    let events = store.events(&payment.payment_id, 20).await.unwrap();
+    assert_eq!(events.len(), 9);
+    assert_eq!(after.version, 9);
 }

@@ -46,6 +46,9 @@ contract_cases!(
     movements_in_another_currency_never_touch_the_wallet,
     amounts_round_trip_exactly,
     refunds_are_idempotent_and_versioned,
+    refund_reservation_is_atomic_and_idempotent,
+    refund_reservation_refuses_what_cannot_be_refunded,
+    concurrent_refunds_never_over_refund,
     idempotency_keys_are_claimed_once,
     breaker_state_is_written_with_optimistic_versions,
 );

@@ -1,7 +1,16 @@
-//! `api-handler` Lambda. The handler arrives with the saga issue; until then the
-//! binary exists so the workspace layout, build and template are complete.
+//! `api-handler` Lambda: wiring only (see lib.rs for the handler).
 
-fn main() {
-    eprintln!("api-handler: not implemented yet");
-    std::process::exit(1);
+use std::sync::Arc;
+
+use api_handler::{Config, aws, handle};
+use lambda_runtime::{Error, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::lambda::init_tracing();
+    let config = Config::from_env()?;
+    let sdk = shared::lambda::sdk_config().await;
+    let store = Arc::new(shared::lambda::dynamo_store().await?);
+    let deps = aws::deps(&config, &sdk, store);
+    run(service_fn(|event| handle(&deps, event))).await
 }

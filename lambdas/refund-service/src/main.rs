@@ -1,7 +1,21 @@
-//! `refund-service` Lambda. The handler arrives with the saga issue; until then the
-//! binary exists so the workspace layout, build and template are complete.
+//! `refund-service` Lambda: wiring only (see lib.rs for the handler).
 
-fn main() {
-    eprintln!("refund-service: not implemented yet");
-    std::process::exit(1);
+use std::sync::Arc;
+
+use lambda_runtime::{Error, run, service_fn};
+use refund_service::{Deps, handle};
+use shared::gateway::{GatewayConfig, HttpGateway};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::lambda::init_tracing();
+    let store = Arc::new(shared::lambda::dynamo_store().await?);
+    let config = GatewayConfig::from_env(&shared::lambda::sdk_config().await).await?;
+    let deps = Deps {
+        payments: store.clone(),
+        refunds: store.clone(),
+        wallets: store,
+        gateway: Arc::new(HttpGateway::new(&config)?),
+    };
+    run(service_fn(|event| handle(&deps, event))).await
 }

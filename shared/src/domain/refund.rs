@@ -4,15 +4,19 @@ use serde::{Deserialize, Serialize};
 
 use super::id::{PaymentId, RefundId, UserId};
 use super::money::Money;
-use super::payment::TransitionError;
+use super::payment::{Payment, PaymentChange, PaymentEvent, PaymentStatus, TransitionError};
 use super::timestamp::Timestamp;
 
 /// Longest free-text refund reason we store.
 pub const REFUND_REASON_LENGTH_MAX: u32 = 256;
 
 /// A refund advances step by step so that a crash at any point can be resumed:
-/// `REQUESTED` (recorded) → `GATEWAY_REFUNDED` (money back at the gateway) →
-/// `COMPLETED` (wallet credited, payment's refunded amount updated).
+/// `REQUESTED` (recorded, and its amount reserved on the payment — refunded
+/// amount and status — in the same transaction, see [`Refund::reserve_on`]) →
+/// `GATEWAY_REFUNDED` (money back at the gateway) → `COMPLETED` (wallet credited).
+/// `FAILED`: the gateway definitely refused the refund. The reservation on the
+/// payment is NOT undone automatically: money bookkeeping that the gateway and
+/// the ledger disagree on is for an operator to reconcile, never silently reversed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RefundStatus {
@@ -110,6 +114,57 @@ impl Refund {
         })
     }
 
+    /// The change that reserves this refund's amount on `payment`: the refunded
+    /// total grows by `amount`, and the payment becomes `REFUNDED` when nothing
+    /// is left, else `PARTIALLY_REFUNDED`. [`PaymentChange::apply`] then refuses
+    /// a payment that is not refundable and a total above the payment amount.
+    pub fn reservation(&self, payment: &Payment) -> Result<PaymentChange, TransitionError> {
+        // Another currency cannot be added to the total; it exceeds it by definition.
+        let refunded = payment
+            .refunded_amount
+            .checked_add(&self.amount)
+            .map_err(|_| TransitionError::RefundExceedsAmount {
+                refunded: self.amount,
+                amount: payment.amount,
+            })?;
+        let to = if refunded == payment.amount {
+            PaymentStatus::Refunded
+        } else {
+            PaymentStatus::PartiallyRefunded
+        };
+        Ok(PaymentChange {
+            refunded_amount: Some(refunded),
+            ..PaymentChange::to(to)
+        })
+    }
+
+    /// The payment after reserving this refund on it (as read, `version` + 1)
+    /// and the audit event of that change. Pure: both stores call this, then
+    /// write the refund, the payment (conditioned on `payment.version`) and the
+    /// event in one transaction, so concurrent refunds can never over-refund.
+    pub fn reserve_on(
+        &self,
+        payment: &Payment,
+        at: Timestamp,
+    ) -> Result<(Payment, PaymentEvent), TransitionError> {
+        // A refund reaching another payment or a later step here is a caller bug.
+        assert_eq!(
+            self.payment_id, payment.payment_id,
+            "refund of another payment"
+        );
+        assert_eq!(self.user_id, payment.user_id, "refund for another user");
+        assert_eq!(
+            self.status,
+            RefundStatus::Requested,
+            "refund already under way"
+        );
+        assert!(!self.amount.is_zero(), "refund of nothing");
+        let after = self.reservation(payment)?.apply(payment, at)?;
+        let mut event = PaymentEvent::status_changed(payment, &after);
+        event.detail = Some(format!("REFUND {} {}", self.refund_id, self.amount));
+        Ok((after, event))
+    }
+
     /// Whether `other` is the same refund request (a retried create).
     pub fn same_request(&self, other: &Refund) -> bool {
         self.refund_id == other.refund_id
@@ -121,8 +176,102 @@ impl Refund {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::RefundStatus::*;
+    use super::*;
+    use crate::domain::NewPayment;
+
+    fn usd(text: &str) -> Money {
+        Money::parse(text, "USD").unwrap()
+    }
+
+    fn payment(status: PaymentStatus, refunded: &str) -> Payment {
+        let new = NewPayment {
+            payment_id: PaymentId::generate(),
+            user_id: UserId::parse("user_1").unwrap(),
+            amount: usd("100"),
+            order_id: None,
+            description: None,
+            metadata: BTreeMap::new(),
+        };
+        Payment {
+            status,
+            refunded_amount: usd(refunded),
+            ..Payment::create(new, Timestamp::now())
+        }
+    }
+
+    fn refund_of(payment: &Payment, amount: &str) -> Refund {
+        Refund::request(
+            RefundId::generate(),
+            payment.payment_id,
+            payment.user_id.clone(),
+            usd(amount),
+            None,
+            Timestamp::now(),
+        )
+    }
+
+    #[test]
+    fn reserving_adds_to_the_refunded_total_and_picks_the_status() {
+        // GIVEN a completed payment of 100
+        let completed = payment(PaymentStatus::Completed, "0");
+        // WHEN 40 is reserved THEN it is partially refunded, with its event
+        let refund = refund_of(&completed, "40");
+        let (after, event) = refund.reserve_on(&completed, Timestamp::now()).unwrap();
+        assert_eq!(after.status, PaymentStatus::PartiallyRefunded);
+        assert_eq!(after.refunded_amount, usd("40"));
+        assert_eq!(after.version, completed.version + 1);
+        assert_eq!(event.from_status, Some(PaymentStatus::Completed));
+        assert_eq!(event.version, after.version);
+        assert!(
+            event
+                .detail
+                .unwrap()
+                .contains(&refund.refund_id.to_string())
+        );
+        // AND the remaining 60 makes it refunded
+        let (last, _) = refund_of(&after, "60")
+            .reserve_on(&after, Timestamp::now())
+            .unwrap();
+        assert_eq!(last.status, PaymentStatus::Refunded);
+        assert_eq!(last.refunded_amount, usd("100"));
+    }
+
+    #[test]
+    fn reserving_refuses_over_refunds_and_unrefundable_payments() {
+        let partial = payment(PaymentStatus::PartiallyRefunded, "50");
+        let err = refund_of(&partial, "50.01").reserve_on(&partial, Timestamp::now());
+        assert!(matches!(
+            err,
+            Err(TransitionError::RefundExceedsAmount { .. })
+        ));
+        for status in [
+            PaymentStatus::Pending,
+            PaymentStatus::Processing,
+            PaymentStatus::Failed,
+            PaymentStatus::Refunded,
+            PaymentStatus::ReconciliationRequired,
+        ] {
+            let unrefundable = payment(status, "0");
+            let err = refund_of(&unrefundable, "1").reserve_on(&unrefundable, Timestamp::now());
+            assert!(
+                matches!(err, Err(TransitionError::NotAllowed { .. })),
+                "{status}"
+            );
+        }
+        let yen = Refund {
+            amount: Money::parse("1", "JPY").unwrap(),
+            ..refund_of(&partial, "1")
+        };
+        assert!(matches!(
+            yen.reservation(&partial),
+            Err(TransitionError::RefundExceedsAmount { .. })
+        ));
+    }
 
     #[test]
     fn refund_steps_only_move_forward() {

@@ -6,6 +6,7 @@ pub mod attr;
 pub mod item;
 pub mod mapping;
 mod records;
+mod refunds;
 mod wallets;
 
 use aws_sdk_dynamodb::Client;

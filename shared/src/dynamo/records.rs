@@ -85,7 +85,10 @@ impl DynamoStore {
         Ok(output.item)
     }
 
-    async fn get_payment(&self, payment_id: &PaymentId) -> Result<Option<Payment>, RepoError> {
+    pub(super) async fn get_payment(
+        &self,
+        payment_id: &PaymentId,
+    ) -> Result<Option<Payment>, RepoError> {
         let item = self
             .get_item(
                 &self.tables.payments,
@@ -383,6 +386,15 @@ impl RefundRepo for DynamoStore {
             }
             Err(err) => Err(repo_error(err).into()),
         }
+    }
+
+    async fn reserve(
+        &self,
+        refund: &Refund,
+        payment: &Payment,
+        at: Timestamp,
+    ) -> Result<Created<(Refund, Payment)>, StoreError> {
+        self.reserve_refund(refund, payment, at).await
     }
 }
 

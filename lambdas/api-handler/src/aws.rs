@@ -1,0 +1,273 @@
+//! The AWS implementations of this Lambda's ports: Step Functions
+//! `StartExecution` and Lambda `Invoke`. Only `main.rs` uses this module.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_lambda::config::timeout::TimeoutConfig;
+use aws_sdk_lambda::error::{DisplayErrorContext, SdkError};
+use aws_sdk_lambda::operation::invoke::InvokeError;
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::InvocationType;
+use aws_sdk_sfn::error::ProvideErrorMetadata;
+use aws_sdk_sfn::operation::start_execution::StartExecutionError;
+use serde::Deserialize;
+use shared::domain::Refund;
+use shared::events::{RefundCommand, SagaInput};
+use shared::ports::{IdempotencyRepo, PaymentEventRepo, PaymentRepo, RefundRepo, WalletRepo};
+use shared::{ErrorType, TaskError};
+use tracing::info;
+
+use crate::Deps;
+use crate::config::Config;
+use crate::ports::{RefundInvokeError, RefundInvoker, SagaStartError, SagaStarter};
+
+/// refund-service may run up to its 15 s timeout; one attempt waits a little
+/// longer than that, and the whole call stays under this function's 20 s.
+const REFUND_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(16);
+const REFUND_OPERATION_TIMEOUT: Duration = Duration::from_secs(17);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How much of an unreadable reply goes into the log.
+const REPLY_EXCERPT_LENGTH_MAX: usize = 200;
+
+/// Every dependency of the handler, built once per cold start.
+pub fn deps<S>(config: &Config, sdk: &SdkConfig, store: Arc<S>) -> Deps
+where
+    S: PaymentRepo + PaymentEventRepo + WalletRepo + RefundRepo + IdempotencyRepo + 'static,
+{
+    Deps {
+        payments: store.clone(),
+        events: store.clone(),
+        wallets: store.clone(),
+        refunds: store.clone(),
+        idempotency: store,
+        saga: Arc::new(SfnSagaStarter {
+            client: aws_sdk_sfn::Client::new(sdk),
+            state_machine_arn: config.state_machine_arn.clone(),
+        }),
+        refunder: Arc::new(LambdaRefundInvoker::new(sdk, &config.refund_function_name)),
+        amount_max: config.amount_max,
+    }
+}
+
+pub struct SfnSagaStarter {
+    client: aws_sdk_sfn::Client,
+    state_machine_arn: String,
+}
+
+#[async_trait]
+impl SagaStarter for SfnSagaStarter {
+    async fn start(&self, input: &SagaInput) -> Result<String, SagaStartError> {
+        let name = input.payment_id.to_string();
+        let body = serde_json::to_string(input)
+            .map_err(|err| SagaStartError::Rejected(err.to_string()))?;
+        let result = self
+            .client
+            .start_execution()
+            .state_machine_arn(&self.state_machine_arn)
+            .name(&name)
+            .input(body)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(output.execution_arn().to_owned()),
+            Err(err) => {
+                let detail = aws_sdk_sfn::error::DisplayErrorContext(&err).to_string();
+                let status = err.raw_response().map(|r| r.status().as_u16());
+                match err.as_service_error() {
+                    Some(service) => {
+                        start_refusal(service, status, detail, &self.state_machine_arn, &name)
+                    }
+                    // Timeout, connection or unreadable response.
+                    None => Err(SagaStartError::Unavailable(detail)),
+                }
+            }
+        }
+    }
+}
+
+fn start_refusal(
+    err: &StartExecutionError,
+    status: Option<u16>,
+    detail: String,
+    state_machine_arn: &str,
+    name: &str,
+) -> Result<String, SagaStartError> {
+    match err {
+        // An execution with this name exists (a closed one, or another input):
+        // the saga of this payment was started before. Its ARN follows from
+        // the name, so this is the duplicate start it looks like.
+        StartExecutionError::ExecutionAlreadyExists(_) => {
+            info!(executionName = name, "saga already started");
+            execution_arn(state_machine_arn, name).ok_or(SagaStartError::Rejected(detail))
+        }
+        StartExecutionError::KmsThrottlingException(_) => Err(SagaStartError::Throttled(detail)),
+        _ if err.code() == Some("ThrottlingException") => Err(SagaStartError::Throttled(detail)),
+        StartExecutionError::ExecutionLimitExceeded(_) => Err(SagaStartError::Unavailable(detail)),
+        _ if status.is_some_and(|s| s >= 500) => Err(SagaStartError::Unavailable(detail)),
+        _ => Err(SagaStartError::Rejected(detail)),
+    }
+}
+
+/// `arn:…:stateMachine:Name` + execution `name` → `arn:…:execution:Name:name`.
+pub fn execution_arn(state_machine_arn: &str, name: &str) -> Option<String> {
+    let (head, machine) = state_machine_arn.split_once(":stateMachine:")?;
+    Some(format!("{head}:execution:{machine}:{name}"))
+}
+
+pub struct LambdaRefundInvoker {
+    client: aws_sdk_lambda::Client,
+    function_name: String,
+}
+
+impl LambdaRefundInvoker {
+    pub fn new(sdk: &SdkConfig, function_name: &str) -> Self {
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_attempt_timeout(REFUND_ATTEMPT_TIMEOUT)
+            .operation_timeout(REFUND_OPERATION_TIMEOUT)
+            .build();
+        let config = aws_sdk_lambda::config::Builder::from(sdk)
+            .timeout_config(timeouts)
+            .build();
+        Self {
+            client: aws_sdk_lambda::Client::from_conf(config),
+            function_name: function_name.to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl RefundInvoker for LambdaRefundInvoker {
+    async fn refund(&self, command: &RefundCommand) -> Result<Refund, RefundInvokeError> {
+        let payload = serde_json::to_vec(command)
+            .map_err(|err| RefundInvokeError::Unknown(format!("refund command: {err}")))?;
+        let result = self
+            .client
+            .invoke()
+            .function_name(&self.function_name)
+            .invocation_type(InvocationType::RequestResponse)
+            .payload(Blob::new(payload))
+            .send()
+            .await;
+        match result {
+            Ok(output) => read_reply(
+                output.function_error(),
+                output.payload().map(Blob::as_ref).unwrap_or_default(),
+            ),
+            Err(err) => Err(invoke_failure(&err)),
+        }
+    }
+}
+
+fn invoke_failure<R: std::fmt::Debug>(err: &SdkError<InvokeError, R>) -> RefundInvokeError {
+    let detail = DisplayErrorContext(err).to_string();
+    match err.as_service_error() {
+        // Lambda refused to run it now: nothing happened.
+        Some(InvokeError::TooManyRequestsException(_)) => RefundInvokeError::Throttled(detail),
+        _ => RefundInvokeError::Unknown(detail),
+    }
+}
+
+/// The error payload of a failed invocation: `{"errorType", "errorMessage"}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FunctionFailure {
+    error_type: String,
+    #[serde(default)]
+    error_message: String,
+}
+
+/// Reads an Invoke answer. With `FunctionError` set the payload names the
+/// error: one of our taxonomy is a definite refusal; anything else (a crash,
+/// `Sandbox.Timedout`) leaves the outcome unknown.
+pub fn read_reply(
+    function_error: Option<&str>,
+    payload: &[u8],
+) -> Result<Refund, RefundInvokeError> {
+    let excerpt = || {
+        String::from_utf8_lossy(payload)
+            .chars()
+            .take(REPLY_EXCERPT_LENGTH_MAX)
+            .collect::<String>()
+    };
+    if function_error.is_some() {
+        let failure: Option<FunctionFailure> = serde_json::from_slice(payload).ok();
+        let named = failure.and_then(|f| {
+            ErrorType::from_name(&f.error_type).map(|t| TaskError::new(t, f.error_message))
+        });
+        return Err(match named {
+            Some(task) => RefundInvokeError::Refused(task),
+            None => RefundInvokeError::Unknown(format!("refund-service failed: {}", excerpt())),
+        });
+    }
+    serde_json::from_slice(payload).map_err(|err| {
+        RefundInvokeError::Unknown(format!(
+            "unreadable refund-service reply ({err}): {}",
+            excerpt()
+        ))
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::json;
+    use shared::domain::{Money, PaymentId, RefundId, RefundStatus, Timestamp, UserId};
+
+    use super::*;
+
+    #[test]
+    fn execution_arn_follows_from_the_state_machine_and_name() {
+        assert_eq!(
+            execution_arn(
+                "arn:aws:states:eu-west-1:123:stateMachine:saga-dev",
+                "pay_1"
+            )
+            .unwrap(),
+            "arn:aws:states:eu-west-1:123:execution:saga-dev:pay_1"
+        );
+        assert_eq!(execution_arn("not-an-arn", "pay_1"), None);
+    }
+
+    #[test]
+    fn function_errors_of_the_taxonomy_are_refusals_others_unknown() {
+        // GIVEN refund-service failing with a named error
+        let payload = json!({"errorType": "RefundExceedsAmount", "errorMessage": "too much"});
+        let err = read_reply(Some("Unhandled"), payload.to_string().as_bytes()).unwrap_err();
+        assert_eq!(
+            err,
+            RefundInvokeError::Refused(TaskError::new(ErrorType::RefundExceedsAmount, "too much"))
+        );
+        // AND with a runtime failure that says nothing about the refund
+        let crash = json!({"errorType": "Sandbox.Timedout", "errorMessage": "timed out"});
+        let err = read_reply(Some("Unhandled"), crash.to_string().as_bytes()).unwrap_err();
+        assert!(matches!(err, RefundInvokeError::Unknown(_)));
+        assert!(matches!(
+            read_reply(Some("Unhandled"), b"not json"),
+            Err(RefundInvokeError::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn a_successful_reply_is_the_refund() {
+        let refund = shared::domain::Refund::request(
+            RefundId::generate(),
+            PaymentId::generate(),
+            UserId::parse("u1").unwrap(),
+            Money::parse("5", "USD").unwrap(),
+            None,
+            Timestamp::now(),
+        );
+        let payload = serde_json::to_vec(&refund).unwrap();
+        let back = read_reply(None, &payload).unwrap();
+        assert_eq!(back, refund);
+        assert_eq!(back.status, RefundStatus::Requested);
+        assert!(matches!(
+            read_reply(None, b"{}"),
+            Err(RefundInvokeError::Unknown(_))
+        ));
+    }
+}

@@ -1,0 +1,54 @@
+//! The two ports only this Lambda uses: starting the saga and running a
+//! refund. Their AWS implementations are in [`crate::aws`]; tests use fakes.
+
+use async_trait::async_trait;
+use shared::TaskError;
+use shared::domain::Refund;
+use shared::events::{RefundCommand, SagaInput};
+
+/// Why the saga could not be started. Every variant means "no execution is
+/// known to exist": the payment must not stay PENDING.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SagaStartError {
+    /// Step Functions throttled us (after the SDK's own retries).
+    #[error("step functions throttled the start: {0}")]
+    Throttled(String),
+    /// No answer (timeout, connection) or a 5xx, after the SDK's retries.
+    #[error("step functions unavailable: {0}")]
+    Unavailable(String),
+    /// Refused as malformed or misconfigured (no such state machine, bad
+    /// input): our bug, not retryable.
+    #[error("step functions refused the start: {0}")]
+    Rejected(String),
+}
+
+#[async_trait]
+pub trait SagaStarter: Send + Sync {
+    /// Starts the payment saga with `input` as execution input and
+    /// `input.payment_id` as execution name; returns the execution ARN.
+    /// Starting the same name with the same input again returns the existing
+    /// execution (Step Functions STANDARD de-duplicates by name), so a retried
+    /// request never starts a second saga.
+    async fn start(&self, input: &SagaInput) -> Result<String, SagaStartError>;
+}
+
+/// Why a refund invocation did not return a refund.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefundInvokeError {
+    /// refund-service ran and failed with a named error of the taxonomy.
+    #[error("refund-service refused: {0}")]
+    Refused(TaskError),
+    /// Lambda throttled the invoke: refund-service did not run.
+    #[error("refund-service invoke throttled: {0}")]
+    Throttled(String),
+    /// No usable answer (timeout, crash, unreadable reply): the refund may
+    /// have run. Invoking again with the same refund id is safe.
+    #[error("refund-service outcome unknown: {0}")]
+    Unknown(String),
+}
+
+#[async_trait]
+pub trait RefundInvoker: Send + Sync {
+    /// Runs refund-service synchronously. Idempotent by `command.refund_id`.
+    async fn refund(&self, command: &RefundCommand) -> Result<Refund, RefundInvokeError>;
+}

@@ -1,0 +1,176 @@
+//! `POST /payments`, `GET /payments/{paymentId}`, `GET /payments?userId=…`.
+
+use std::time::Duration;
+
+use aws_lambda_events::query_map::QueryMap;
+use serde_json::json;
+use shared::StoreError;
+use shared::domain::{Payment, PaymentChange, PaymentId, Timestamp};
+use shared::events::SagaInput;
+use shared::ports::{PAGE_LIMIT_MAX, parse_payment_cursor};
+use tracing::{error, info, warn};
+use ulid::Ulid;
+
+use crate::body::JsonObject;
+use crate::error::{ApiError, Code};
+use crate::http::{Request, Response};
+use crate::idempotency::{self, Disposition, Outcome};
+use crate::ports::SagaStartError;
+use crate::requests::{CreatePayment, parse_payment_id, parse_user_id};
+use crate::{Deps, views};
+
+/// Failure reason of a payment whose saga could not be started.
+pub const SAGA_NOT_STARTED: &str = "SAGA_NOT_STARTED";
+/// Page size of `GET /payments` when `limit` is not given.
+pub const LIST_LIMIT_DEFAULT: u32 = 20;
+/// Timeline entries shown with a payment (a saga writes fewer than ten).
+pub const EVENT_COUNT_MAX: u32 = 100;
+/// Longest cursor accepted (ours are ~60 characters).
+const CURSOR_LENGTH_MAX: usize = 256;
+/// Attempts at marking a payment FAILED when its saga did not start.
+const FAIL_ATTEMPT_COUNT_MAX: u32 = 3;
+const FAIL_BACKOFF_MS: u64 = 50;
+
+pub async fn create(
+    deps: &Deps,
+    request: &Request<'_>,
+    body: &JsonObject,
+) -> Result<Response, ApiError> {
+    let command = CreatePayment::parse(body, deps.amount_max)?;
+    let key = idempotency::key(request, &command.canonical())?;
+    let work = |seed| start_payment(deps, &command, seed);
+    Ok(idempotency::run(deps.idempotency.as_ref(), key, work).await)
+}
+
+/// Records the PENDING payment first (so GET finds it at once; the saga's
+/// create step is idempotent), then starts its saga.
+async fn start_payment(deps: &Deps, command: &CreatePayment, seed: Ulid) -> Outcome {
+    let payment_id = match idempotency::id_from_seed(PaymentId::PREFIX, seed, PaymentId::parse) {
+        Ok(id) => id,
+        Err(err) => return Outcome::by_status(Response::error(err)),
+    };
+    let new = command.new_payment(payment_id);
+    let input = SagaInput::from(&new);
+    let payment = match deps.payments.create(new, Timestamp::now()).await {
+        Ok(created) => created.into_inner(),
+        Err(err) => {
+            return Outcome::by_status(Response::error(err.into()).with_correlation(payment_id));
+        }
+    };
+    // A resumed request whose saga never started: that payment is over.
+    if payment.failure_reason.as_deref() == Some(SAGA_NOT_STARTED) {
+        return Outcome::with(not_started(payment_id, None), Disposition::Release);
+    }
+    match deps.saga.start(&input).await {
+        Ok(execution_arn) => {
+            info!(paymentId = %payment_id, executionArn = %execution_arn, amount = %payment.amount,
+                "payment saga started");
+            let body = views::created_payment(&payment, &execution_arn);
+            Outcome::by_status(Response::json(202, &body).with_correlation(payment_id))
+        }
+        Err(err) => saga_not_started(deps, &payment, &err).await,
+    }
+}
+
+/// The saga did not start: the payment must not stay PENDING with nothing
+/// driving it, so it becomes FAILED (`SAGA_NOT_STARTED`); the client may
+/// retry, which creates a new payment. Nothing was charged.
+async fn saga_not_started(deps: &Deps, payment: &Payment, err: &SagaStartError) -> Outcome {
+    let payment_id = payment.payment_id;
+    error!(paymentId = %payment_id, error = %err, "saga not started; failing the payment");
+    let change = PaymentChange::failed(SAGA_NOT_STARTED.to_owned());
+    for attempt in 1..=FAIL_ATTEMPT_COUNT_MAX {
+        match deps
+            .payments
+            .transition(&payment_id, &change, Timestamp::now())
+            .await
+        {
+            Ok(_) => {
+                let response = not_started(payment_id, Some(err.to_string()));
+                return Outcome::with(response, Disposition::Release);
+            }
+            // Not PENDING any more: a saga did start after all (an ambiguous
+            // start). A retry of the key resumes and finds that execution.
+            Err(StoreError::Transition(refused)) => {
+                warn!(paymentId = %payment_id, error = %refused, "payment moved on; saga may be running");
+                break;
+            }
+            Err(store_err) => {
+                warn!(paymentId = %payment_id, attempt, error = %store_err, "could not fail the payment");
+                tokio::time::sleep(Duration::from_millis(FAIL_BACKOFF_MS * u64::from(attempt)))
+                    .await;
+            }
+        }
+    }
+    error!(paymentId = %payment_id, alarm = "PENDING_WITHOUT_SAGA",
+        "payment left PENDING without a saga; retrying the same Idempotency-Key resumes it");
+    let response = Response::error(ApiError::internal(
+        Code::ServiceUnavailable,
+        err.to_string(),
+    ));
+    Outcome::with(response.with_correlation(payment_id), Disposition::Keep)
+}
+
+fn not_started(payment_id: PaymentId, detail: Option<String>) -> Response {
+    let message = format!(
+        "payment {payment_id} could not be started and was not charged; it is FAILED with \
+         reason {SAGA_NOT_STARTED}. Retry the request to create a new payment."
+    );
+    let err = ApiError {
+        detail,
+        ..ApiError::new(Code::ServiceUnavailable, message)
+    };
+    Response::error(err).with_correlation(payment_id)
+}
+
+pub async fn get(deps: &Deps, raw_payment_id: &str) -> Result<Response, ApiError> {
+    let payment_id = parse_payment_id(raw_payment_id)?;
+    let payment = deps
+        .payments
+        .get(&payment_id)
+        .await?
+        .ok_or_else(|| payment_not_found(payment_id))?;
+    let (events, refunds) = tokio::join!(
+        deps.events.events(&payment_id, EVENT_COUNT_MAX),
+        deps.refunds.refunds_of(&payment_id),
+    );
+    let body = views::payment_detail(&payment, &events?, &refunds?);
+    Ok(Response::json(200, &body).with_correlation(payment_id))
+}
+
+pub fn payment_not_found(payment_id: PaymentId) -> ApiError {
+    ApiError::new(Code::PaymentNotFound, format!("no payment {payment_id}")).with_param("paymentId")
+}
+
+/// A user's payments, newest first, `limit` (1-100, default 20) per page.
+pub async fn list(deps: &Deps, query: &QueryMap) -> Result<Response, ApiError> {
+    let user_text = query.first("userId").ok_or_else(|| {
+        ApiError::new(Code::MissingField, "query parameter `userId` is required")
+            .with_param("userId")
+    })?;
+    let user_id = parse_user_id(user_text, "userId")?;
+    let limit = match query.first("limit") {
+        None => LIST_LIMIT_DEFAULT,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|limit| (1..=PAGE_LIMIT_MAX).contains(limit))
+            .ok_or_else(|| {
+                let message = format!("`limit` must be an integer from 1 to {PAGE_LIMIT_MAX}");
+                ApiError::new(Code::InvalidLimit, message).with_param("limit")
+            })?,
+    };
+    let cursor = query.first("cursor");
+    if let Some(text) = cursor
+        && (text.len() > CURSOR_LENGTH_MAX || parse_payment_cursor(text).is_none())
+    {
+        let message = "`cursor` must be a `nextCursor` value returned by this listing";
+        return Err(ApiError::new(Code::InvalidCursor, message).with_param("cursor"));
+    }
+    let page = deps.payments.list_by_user(&user_id, limit, cursor).await?;
+    let data: Vec<_> = page.items.iter().map(views::payment).collect();
+    Ok(Response::json(
+        200,
+        &json!({ "data": data, "nextCursor": page.cursor }),
+    ))
+}

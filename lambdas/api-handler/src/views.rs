@@ -1,0 +1,92 @@
+//! What clients see. Amounts are strings at the currency's scale (`"50.50"`)
+//! next to their currency; absent optional values are `null`, so every
+//! documented key is always present.
+
+use serde_json::{Value, json};
+use shared::domain::{LedgerEntry, Payment, PaymentEvent, Refund, TopUpId, Wallet};
+
+pub fn payment(payment: &Payment) -> Value {
+    json!({
+        "paymentId": payment.payment_id,
+        "userId": payment.user_id,
+        "amount": payment.amount.amount_text(),
+        "currency": payment.amount.currency(),
+        "status": payment.status,
+        "orderId": payment.order_id,
+        "description": payment.description,
+        "metadata": payment.metadata,
+        "gatewayReference": payment.gateway_reference,
+        "failureReason": payment.failure_reason,
+        "refundedAmount": payment.refunded_amount.amount_text(),
+        "createdAt": payment.created_at,
+        "updatedAt": payment.updated_at,
+    })
+}
+
+/// `POST /payments` answer: the payment and the saga execution driving it.
+pub fn created_payment(created: &Payment, execution_arn: &str) -> Value {
+    let mut view = payment(created);
+    if let Some(map) = view.as_object_mut() {
+        map.insert("executionArn".to_owned(), json!(execution_arn));
+    }
+    view
+}
+
+/// `GET /payments/{paymentId}`: the payment, its timeline and its refunds.
+pub fn payment_detail(found: &Payment, events: &[PaymentEvent], refunds: &[Refund]) -> Value {
+    let mut view = payment(found);
+    if let Some(map) = view.as_object_mut() {
+        map.insert("events".to_owned(), events.iter().map(event).collect());
+        map.insert("refunds".to_owned(), refunds.iter().map(refund).collect());
+    }
+    view
+}
+
+pub fn event(event: &PaymentEvent) -> Value {
+    json!({
+        "type": event.event_type,
+        "fromStatus": event.from_status,
+        "status": event.status,
+        "detail": event.detail,
+        "at": event.at,
+    })
+}
+
+pub fn refund(refund: &Refund) -> Value {
+    json!({
+        "refundId": refund.refund_id,
+        "paymentId": refund.payment_id,
+        "amount": refund.amount.amount_text(),
+        "currency": refund.amount.currency(),
+        "status": refund.status,
+        "reason": refund.reason,
+        "gatewayReference": refund.gateway_reference,
+        "failureReason": refund.failure_reason,
+        "createdAt": refund.created_at,
+        "updatedAt": refund.updated_at,
+    })
+}
+
+pub fn wallet(wallet: &Wallet) -> Value {
+    json!({
+        "currency": wallet.currency(),
+        "balance": wallet.balance.amount_text(),
+        "version": wallet.version,
+        "updatedAt": wallet.updated_at,
+    })
+}
+
+/// `POST /wallets/{userId}/credit` answer, from the ledger entry of the top-up.
+pub fn credit(entry: &LedgerEntry, top_up_id: TopUpId, reference: Option<&str>) -> Value {
+    json!({
+        "userId": entry.user_id,
+        "currency": entry.amount.currency(),
+        "amount": entry.amount.amount_text(),
+        "balance": entry.balance_after.amount_text(),
+        "transactionId": entry.entry_id,
+        "ledgerTxId": entry.tx_id,
+        "topUpId": top_up_id,
+        "reference": reference,
+        "createdAt": entry.created_at,
+    })
+}

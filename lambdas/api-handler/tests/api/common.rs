@@ -1,0 +1,369 @@
+//! Fixtures: proxy events, the harness around `handle`, and recording fakes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use api_handler::{Deps, RefundInvokeError, RefundInvoker, SagaStartError, SagaStarter, handle};
+use async_trait::async_trait;
+use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
+use aws_lambda_events::encodings::Body;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{Value, json};
+use shared::domain::money::AMOUNT_MAX_DEFAULT;
+use shared::domain::{
+    Money, Payment, PaymentChange, PaymentId, PaymentStatus, Refund, RefundStatus, Timestamp,
+};
+use shared::events::{RefundCommand, SagaInput};
+use shared::memory::InMemoryStore;
+use shared::ports::{PaymentRepo, RefundRepo};
+use tokio::sync::Notify;
+
+pub const REQUEST_ID: &str = "c0ffee00-0000-4000-8000-000000000001";
+pub const STATE_MACHINE: &str = "arn:aws:states:us-east-1:123456789012:stateMachine:payment-saga";
+
+/// One HTTP request as API Gateway would deliver it.
+#[derive(Debug, Clone)]
+pub struct Req {
+    pub method: &'static str,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub query: HashMap<String, String>,
+    pub body: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl Req {
+    pub fn new(method: &'static str, path: impl Into<String>) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            headers: HashMap::new(),
+            query: HashMap::new(),
+            body: None,
+            request_id: Some(REQUEST_ID.to_owned()),
+        }
+    }
+
+    pub fn get(path: impl Into<String>) -> Self {
+        Self::new("GET", path)
+    }
+
+    pub fn post(path: impl Into<String>, body: Value) -> Self {
+        Self::new("POST", path).raw_body(&body.to_string())
+    }
+
+    /// A body exactly as given, declared as JSON.
+    pub fn raw_body(mut self, body: &str) -> Self {
+        self.body = Some(body.to_owned());
+        self.header("Content-Type", "application/json")
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
+    pub fn key(self, idempotency_key: &str) -> Self {
+        self.header("Idempotency-Key", idempotency_key)
+    }
+
+    pub fn query(mut self, name: &str, value: &str) -> Self {
+        self.query.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
+    pub fn event(&self) -> ApiGatewayProxyRequest {
+        let query = if self.query.is_empty() {
+            Value::Null
+        } else {
+            json!(self.query)
+        };
+        serde_json::from_value(json!({
+            "resource": "/{proxy+}",
+            "path": self.path,
+            "httpMethod": self.method,
+            "headers": self.headers,
+            "multiValueHeaders": {},
+            "queryStringParameters": query,
+            "multiValueQueryStringParameters": null,
+            "pathParameters": null,
+            "stageVariables": null,
+            "requestContext": {
+                "accountId": "123456789012",
+                "resourceId": "abc123",
+                "stage": "dev",
+                "requestId": self.request_id,
+                "identity": {"apiKeyId": "key-client-1", "sourceIp": "203.0.113.9"},
+                "resourcePath": "/{proxy+}",
+                "httpMethod": self.method,
+                "apiId": "api1234"
+            },
+            "body": self.body,
+            "isBase64Encoded": false
+        }))
+        .expect("a valid proxy event")
+    }
+}
+
+/// A response, parsed.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub raw: ApiGatewayProxyResponse,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.raw.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The error `code` of an error response.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or("<no error code>")
+    }
+
+    pub fn param(&self) -> Option<&str> {
+        self.body["error"]["param"].as_str()
+    }
+
+    pub fn text(&self, field: &str) -> String {
+        self.body[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("`{field}` is not a string in {}", self.body))
+            .to_owned()
+    }
+}
+
+pub struct Harness {
+    pub store: Arc<InMemoryStore>,
+    pub saga: Arc<FakeSaga>,
+    pub refunder: Arc<FakeRefunder>,
+    pub deps: Deps,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Self::with_amount_max(AMOUNT_MAX_DEFAULT)
+    }
+
+    pub fn with_amount_max(amount_max: rust_decimal::Decimal) -> Self {
+        let store = Arc::new(InMemoryStore::new());
+        let saga = Arc::new(FakeSaga::default());
+        let refunder = Arc::new(FakeRefunder::new(store.clone()));
+        let deps = Deps {
+            payments: store.clone(),
+            events: store.clone(),
+            wallets: store.clone(),
+            refunds: store.clone(),
+            idempotency: store.clone(),
+            saga: saga.clone(),
+            refunder: refunder.clone(),
+            amount_max,
+        };
+        Self {
+            store,
+            saga,
+            refunder,
+            deps,
+        }
+    }
+
+    pub async fn send(&self, req: Req) -> Reply {
+        let mut context = Context::default();
+        context.request_id = "lambda-request-1".to_owned();
+        let Ok(raw) = handle(&self.deps, LambdaEvent::new(req.event(), context)).await;
+        let text = match &raw.body {
+            Some(Body::Text(text)) => text.clone(),
+            other => panic!("expected a text body, got {other:?}"),
+        };
+        let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+        let reply = Reply {
+            status: u16::try_from(raw.status_code).unwrap(),
+            body,
+            raw,
+        };
+        // Every response, errors included, is JSON with the request id.
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert!(reply.header("x-request-id").is_some(), "no X-Request-Id");
+        reply
+    }
+
+    /// A PENDING payment made through the API; returns its id.
+    pub async fn create_payment(&self, user: &str, amount: &str) -> PaymentId {
+        let reply = self
+            .send(Req::post(
+                "/payments",
+                json!({"userId": user, "amount": amount, "currency": "USD"}),
+            ))
+            .await;
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        PaymentId::parse(&reply.text("paymentId")).unwrap()
+    }
+
+    /// A COMPLETED payment, as the saga leaves it.
+    pub async fn completed_payment(&self, user: &str, amount: &str) -> PaymentId {
+        let payment_id = self.create_payment(user, amount).await;
+        let at = Timestamp::now();
+        let store = self.store.as_ref();
+        PaymentRepo::transition(
+            store,
+            &payment_id,
+            &PaymentChange::to(PaymentStatus::Processing),
+            at,
+        )
+        .await
+        .unwrap();
+        let complete = PaymentChange::completed("gw_ref_1".to_owned());
+        PaymentRepo::transition(store, &payment_id, &complete, at)
+            .await
+            .unwrap();
+        payment_id
+    }
+
+    pub async fn payment(&self, payment_id: &PaymentId) -> Payment {
+        PaymentRepo::get(self.store.as_ref(), payment_id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+/// Records starts; de-duplicates by execution name like STANDARD workflows;
+/// can fail, or hold a start until released (to observe a request in flight).
+#[derive(Default)]
+pub struct FakeSaga {
+    pub starts: Mutex<Vec<SagaInput>>,
+    pub failure: Mutex<Option<SagaStartError>>,
+    pub gate: Mutex<Option<(Arc<Notify>, Arc<Notify>)>>,
+}
+
+impl FakeSaga {
+    pub fn fail_with(&self, err: Option<SagaStartError>) {
+        *self.failure.lock().unwrap() = err;
+    }
+
+    pub fn start_count(&self) -> usize {
+        self.starts.lock().unwrap().len()
+    }
+
+    /// Makes the next start wait: returns (entered, release).
+    pub fn hold_next_start(&self) -> (Arc<Notify>, Arc<Notify>) {
+        let pair = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        *self.gate.lock().unwrap() = Some(pair.clone());
+        pair
+    }
+}
+
+#[async_trait]
+impl SagaStarter for FakeSaga {
+    async fn start(&self, input: &SagaInput) -> Result<String, SagaStartError> {
+        let gate = self.gate.lock().unwrap().take();
+        if let Some((entered, release)) = gate {
+            entered.notify_one();
+            release.notified().await;
+        }
+        if let Some(err) = self.failure.lock().unwrap().clone() {
+            return Err(err);
+        }
+        self.starts.lock().unwrap().push(input.clone());
+        let machine = STATE_MACHINE.replace(":stateMachine:", ":execution:");
+        Ok(format!("{machine}:{}", input.payment_id))
+    }
+}
+
+/// Plays refund-service over the in-memory store (idempotent by refund id,
+/// completes at once), or fails with a configured error.
+pub struct FakeRefunder {
+    store: Arc<InMemoryStore>,
+    pub calls: Mutex<Vec<RefundCommand>>,
+    pub failure: Mutex<Option<RefundInvokeError>>,
+}
+
+impl FakeRefunder {
+    fn new(store: Arc<InMemoryStore>) -> Self {
+        Self {
+            store,
+            calls: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
+        }
+    }
+
+    pub fn fail_with(&self, err: Option<RefundInvokeError>) {
+        *self.failure.lock().unwrap() = err;
+    }
+
+    pub fn call_count(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl RefundInvoker for FakeRefunder {
+    async fn refund(&self, command: &RefundCommand) -> Result<Refund, RefundInvokeError> {
+        self.calls.lock().unwrap().push(command.clone());
+        if let Some(err) = self.failure.lock().unwrap().clone() {
+            return Err(err);
+        }
+        let store = self.store.as_ref();
+        if let Some(done) = RefundRepo::get(store, &command.refund_id).await.unwrap() {
+            return Ok(done);
+        }
+        let payment = PaymentRepo::get(store, &command.payment_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let amount: Money = command.amount.unwrap_or(payment.refundable_amount());
+        let at = Timestamp::now();
+        let requested = Refund::request(
+            command.refund_id,
+            payment.payment_id,
+            payment.user_id.clone(),
+            amount,
+            command.reason.clone(),
+            at,
+        );
+        let refunded = payment.refunded_amount.checked_add(&amount).unwrap();
+        let to = if refunded == payment.amount {
+            PaymentStatus::Refunded
+        } else {
+            PaymentStatus::PartiallyRefunded
+        };
+        let change = PaymentChange {
+            refunded_amount: Some(refunded),
+            ..PaymentChange::to(to)
+        };
+        PaymentRepo::transition(store, &payment.payment_id, &change, at)
+            .await
+            .unwrap();
+        let done = requested
+            .advance(
+                RefundStatus::GatewayRefunded,
+                Some("gwr_1".to_owned()),
+                None,
+                at,
+            )
+            .unwrap()
+            .advance(RefundStatus::Completed, None, None, at)
+            .unwrap();
+        RefundRepo::create(store, &done).await.unwrap();
+        Ok(done)
+    }
+}
+
+/// `value` with the keys in `volatile` (generated ids, times) replaced by
+/// `"<key>"` after checking they are present and non-empty strings.
+pub fn golden(value: &Value, volatile: &[&str]) -> Value {
+    let mut copy = value.clone();
+    for key in volatile {
+        let slot = &mut copy[*key];
+        assert!(
+            slot.as_str().is_some_and(|s| !s.is_empty()),
+            "`{key}` missing in {value}"
+        );
+        *slot = json!(format!("<{key}>"));
+    }
+    copy
+}

@@ -1,0 +1,163 @@
+//! Steps 2 and 3 of a reserved refund: money back at the gateway, then the
+//! refund credit in the wallet. Each step is idempotent on its own (the gateway
+//! per `refundId`, the ledger per `txId`) and is recorded on the refund before
+//! the next one starts, so a re-run repeats at most the step that was cut off.
+
+use shared::domain::{Movement, Refund, RefundStatus, Timestamp};
+use shared::{ErrorType, GatewayError, StoreError, TaskError};
+use tracing::{error, info, warn};
+
+use crate::{Deps, FUNCTION_NAME};
+
+/// Passes through the step loop. Every pass moves the refund forward (a step
+/// of ours, or a re-read after a concurrent invocation's step), and there are
+/// two steps after the reservation; the rest is slack for lost races.
+pub const STEP_COUNT_MAX: u32 = 4;
+
+/// Metric (namespace `PaymentSaga`, dimension `Service`) of a refund whose
+/// money the books and the gateway/wallet disagree on: a person must act.
+pub const METRIC_REFUND_FAILED: &str = "RefundFailed";
+
+/// Longest gateway error code we keep in a refund's failure reason.
+const GATEWAY_CODE_LENGTH_MAX: usize = 64;
+
+/// Drives `refund` from its stored status to COMPLETED.
+pub async fn settle(deps: &Deps, mut refund: Refund) -> Result<Refund, TaskError> {
+    for _ in 0..STEP_COUNT_MAX {
+        refund = match refund.status {
+            RefundStatus::Requested => refund_at_gateway(deps, &refund).await?,
+            RefundStatus::GatewayRefunded => credit_wallet(deps, &refund).await?,
+            RefundStatus::Completed => return Ok(refund),
+            RefundStatus::Failed => return Err(failed(&refund)),
+        };
+    }
+    Err(TaskError::new(
+        ErrorType::Retryable,
+        format!(
+            "refund {} is still {} after {STEP_COUNT_MAX} steps; retry",
+            refund.refund_id,
+            refund.status.as_str()
+        ),
+    ))
+}
+
+/// Step 2. The gateway deduplicates by `refundId`, so calling it again after a
+/// crash returns the first refund's reference instead of paying out twice.
+async fn refund_at_gateway(deps: &Deps, refund: &Refund) -> Result<Refund, TaskError> {
+    let answer = deps
+        .gateway
+        .refund(&refund.refund_id, &refund.payment_id, &refund.amount)
+        .await;
+    match answer {
+        Ok(gateway_refund) => {
+            info!(refundId = %refund.refund_id, gatewayReference = %gateway_refund.reference,
+                "refunded at the gateway");
+            let next = refund.advance(
+                RefundStatus::GatewayRefunded,
+                Some(gateway_refund.reference),
+                None,
+                Timestamp::now(),
+            )?;
+            save_step(deps, next).await
+        }
+        Err(GatewayError::Rejected { status, code, .. }) => {
+            let code: String = code.chars().take(GATEWAY_CODE_LENGTH_MAX).collect();
+            let reason = format!(
+                "{} ({status} {code})",
+                ErrorType::GatewayRejected.reason_code()
+            );
+            let next =
+                refund.advance(RefundStatus::Failed, None, Some(reason), Timestamp::now())?;
+            let saved = save_step(deps, next).await?;
+            if saved.status == RefundStatus::Failed {
+                needs_reconciliation(&saved, "gateway refused the refund");
+            }
+            Ok(saved)
+        }
+        // Unavailable (retryable) or ambiguous: the refund may or may not exist
+        // at the gateway. It stays REQUESTED and a re-run asks again with the
+        // same refund id, which settles it either way.
+        Err(err) => {
+            warn!(refundId = %refund.refund_id, errorType = %err.error_type(), error = %err,
+                "gateway refund not confirmed; the refund stays REQUESTED");
+            Err(TaskError::new(err.error_type(), err.to_string()))
+        }
+    }
+}
+
+/// Step 3. The ledger holds at most one entry per `txId` (`ref_Y#REFUND`), so
+/// a re-run after a crash finds its entry and credits nothing twice.
+async fn credit_wallet(deps: &Deps, refund: &Refund) -> Result<Refund, TaskError> {
+    let movement = Movement::refund(
+        refund.user_id.clone(),
+        refund.refund_id,
+        refund.payment_id,
+        refund.amount,
+    );
+    match deps.wallets.apply(&movement, Timestamp::now()).await {
+        Ok(receipt) => {
+            info!(refundId = %refund.refund_id, txId = %receipt.entry.tx_id,
+                balanceAfter = %receipt.entry.balance_after, replayed = receipt.replayed,
+                "wallet credited");
+            let next = refund.advance(RefundStatus::Completed, None, None, Timestamp::now())?;
+            save_step(deps, next).await
+        }
+        Err(err) if err.error_type().is_retryable() => {
+            warn!(refundId = %refund.refund_id, error = %err,
+                "wallet credit not applied; the refund stays GATEWAY_REFUNDED");
+            Err(err.into())
+        }
+        Err(err) => {
+            // The gateway has paid out but the ledger refuses the credit (no
+            // matching debit, no wallet): retrying will not change that, and a
+            // GATEWAY_REFUNDED refund cannot be failed. Leave it for an operator.
+            needs_reconciliation(refund, "wallet refused the refund credit");
+            Err(err.into())
+        }
+    }
+}
+
+/// Stores the next step. Losing the version race means a concurrent invocation
+/// of this refund stored a step first: continue from what it stored.
+async fn save_step(deps: &Deps, next: Refund) -> Result<Refund, TaskError> {
+    match deps.refunds.save(&next).await {
+        Ok(()) => Ok(next),
+        Err(StoreError::StaleVersion { .. }) => {
+            let stored = deps.refunds.get(&next.refund_id).await?;
+            stored.ok_or_else(|| {
+                StoreError::NotFound {
+                    entity: shared::Entity::Refund,
+                    id: next.refund_id.to_string(),
+                }
+                .into()
+            })
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The error a FAILED refund answers with, on its first run and on every re-run.
+fn failed(refund: &Refund) -> TaskError {
+    TaskError::new(
+        ErrorType::GatewayRejected,
+        format!(
+            "refund {} failed: {}",
+            refund.refund_id,
+            refund
+                .failure_reason
+                .as_deref()
+                .unwrap_or("no reason recorded")
+        ),
+    )
+}
+
+/// The refund's amount stays reserved on the payment (its refunded amount and
+/// status) on purpose: whether money moved is for a person to decide with the
+/// gateway's and the ledger's records at hand, never for this function to undo
+/// silently. The error log and the `RefundFailed` metric (alarmed) say so.
+fn needs_reconciliation(refund: &Refund, what: &str) {
+    error!(refundId = %refund.refund_id, paymentId = %refund.payment_id, amount = %refund.amount,
+        status = refund.status.as_str(), failureReason = refund.failure_reason.as_deref(),
+        "{what}: the refunded amount stays reserved on the payment; reconciliation required");
+    shared::observability::emit_count(METRIC_REFUND_FAILED, FUNCTION_NAME);
+}

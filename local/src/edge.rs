@@ -1,0 +1,267 @@
+//! The single AWS endpoint on loopback (default port 4566), like the real
+//! service endpoints behind one URL: DynamoDB and Step Functions speak the AWS
+//! JSON 1.0 protocol (`X-Amz-Target` names the operation), the Lambda Invoke
+//! API is REST. `aws --endpoint-url http://127.0.0.1:4566 …` and the AWS SDKs
+//! work against it unchanged.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+/// DynamoDB accepts request bodies up to 16 MB.
+pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+const DYNAMODB_PREFIX: &str = "DynamoDB_20120810.";
+const STEP_FUNCTIONS_PREFIX: &str = "AWSStepFunctions.";
+
+/// An AWS JSON-protocol error: `{"__type": …, "message": …}` with a status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub error_type: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn client(error_type: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: 400,
+            error_type: error_type.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A service speaking the AWS JSON 1.0 protocol: one operation, one JSON body.
+#[async_trait]
+pub trait JsonService: Send + Sync {
+    async fn call(&self, operation: &str, input: Value) -> Result<Value, ApiError>;
+}
+
+#[derive(Clone)]
+struct EdgeState {
+    dynamo_endpoint: Arc<str>,
+    http: reqwest::Client,
+    step_functions: Arc<dyn JsonService>,
+}
+
+/// The edge router; `lambda` carries the Lambda REST API routes.
+pub fn router(
+    dynamo_endpoint: &str,
+    step_functions: Arc<dyn JsonService>,
+    lambda: Router,
+) -> Router {
+    let state = EdgeState {
+        dynamo_endpoint: Arc::from(dynamo_endpoint),
+        http: reqwest::Client::new(),
+        step_functions,
+    };
+    let json_protocol = Router::new()
+        .route("/", axum::routing::post(json_protocol).get(health))
+        .route("/health", get(health))
+        .with_state(state);
+    json_protocol.merge(lambda)
+}
+
+async fn health() -> Response<Body> {
+    json_response(
+        StatusCode::OK,
+        &json!({"status": "ok", "services": ["dynamodb", "stepfunctions", "lambda"]}),
+    )
+}
+
+async fn json_protocol(State(state): State<EdgeState>, request: Request<Body>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let Ok(body) = to_bytes(body, BODY_BYTES_MAX).await else {
+        return error_response(&ApiError {
+            status: 413,
+            error_type: "RequestEntityTooLarge".into(),
+            message: "request body too large".into(),
+        });
+    };
+    if target.starts_with(DYNAMODB_PREFIX) {
+        return forward_to_dynamo(&state, &parts.headers, body.to_vec()).await;
+    }
+    if let Some(operation) = target.strip_prefix(STEP_FUNCTIONS_PREFIX) {
+        let input: Value = if body.is_empty() {
+            json!({})
+        } else {
+            match serde_json::from_slice(&body) {
+                Ok(value) => value,
+                Err(err) => {
+                    return error_response(&ApiError::client(
+                        "SerializationException",
+                        err.to_string(),
+                    ));
+                }
+            }
+        };
+        return match state.step_functions.call(operation, input).await {
+            Ok(output) => amz_json_response(StatusCode::OK, &output),
+            Err(err) => error_response(&err),
+        };
+    }
+    error_response(&ApiError::client(
+        "UnknownOperationException",
+        format!("X-Amz-Target `{target}` is not served here (DynamoDB and Step Functions are)"),
+    ))
+}
+
+/// DynamoDB requests go to the embedded engine unchanged.
+async fn forward_to_dynamo(
+    state: &EdgeState,
+    headers: &HeaderMap,
+    body: Vec<u8>,
+) -> Response<Body> {
+    let mut request = state.http.post(&*state.dynamo_endpoint).body(body);
+    for name in [
+        "x-amz-target",
+        "content-type",
+        "authorization",
+        "x-amz-date",
+        "amz-sdk-invocation-id",
+    ] {
+        if let Some(value) = headers.get(name) {
+            request = request.header(name, value.as_bytes());
+        }
+    }
+    let reply = match request.send().await {
+        Ok(reply) => reply,
+        Err(err) => {
+            let error = ApiError {
+                status: 503,
+                error_type: "ServiceUnavailable".into(),
+                message: err.to_string(),
+            };
+            return error_response(&error);
+        }
+    };
+    let status = StatusCode::from_u16(reply.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut forwarded = HeaderMap::new();
+    for name in ["content-type", "x-amzn-requestid", "x-amz-crc32"] {
+        if let Some(value) = reply
+            .headers()
+            .get(name)
+            .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
+        {
+            forwarded.insert(name, value);
+        }
+    }
+    let bytes = reply.bytes().await.unwrap_or_default();
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
+    *response.headers_mut() = forwarded;
+    response
+}
+
+fn amz_json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("application/x-amz-json-1.0"),
+    );
+    if let Ok(id) = HeaderValue::from_str(&ulid::Ulid::new().to_string().to_lowercase()) {
+        headers.insert("x-amzn-requestid", id);
+    }
+    response
+}
+
+fn error_response(error: &ApiError) -> Response<Body> {
+    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
+    amz_json_response(
+        status,
+        &json!({"__type": error.error_type, "message": error.message}),
+    )
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use tower::ServiceExt;
+
+    use super::*;
+
+    struct Echo;
+
+    #[async_trait]
+    impl JsonService for Echo {
+        async fn call(&self, operation: &str, input: Value) -> Result<Value, ApiError> {
+            match operation {
+                "DescribeExecution" => Ok(json!({"operation": operation, "input": input})),
+                _ => Err(ApiError::client(
+                    "UnknownOperationException",
+                    operation.to_owned(),
+                )),
+            }
+        }
+    }
+
+    fn app() -> Router {
+        router("http://127.0.0.1:9", Arc::new(Echo), Router::new())
+    }
+
+    async fn call(target: &str, body: &str) -> (StatusCode, Value) {
+        let request = Request::post("/")
+            .header("x-amz-target", target)
+            .header("content-type", "application/x-amz-json-1.0")
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn step_functions_operations_are_dispatched_by_target() {
+        let (status, body) = call(
+            "AWSStepFunctions.DescribeExecution",
+            r#"{"executionArn":"x"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["input"]["executionArn"], "x");
+        let (status, body) = call("AWSStepFunctions.Nope", "{}").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["__type"], "UnknownOperationException");
+    }
+
+    #[tokio::test]
+    async fn unknown_targets_and_bad_json_are_aws_style_errors() {
+        let (status, body) = call("Kinesis_20131202.PutRecord", "{}").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["__type"], "UnknownOperationException");
+        let (status, body) = call("AWSStepFunctions.DescribeExecution", "{not json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["__type"], "SerializationException");
+    }
+
+    #[tokio::test]
+    async fn dynamodb_down_is_a_503() {
+        let (status, body) = call("DynamoDB_20120810.ListTables", "{}").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["__type"], "ServiceUnavailable");
+    }
+}

@@ -1,0 +1,1617 @@
+//! Conformance tests for the ASL interpreter, on examples that follow the AWS
+//! Step Functions documentation, with a fake clock (nothing really waits) and
+//! a scripted task runner. The last module runs the project's own state
+//! machine, state-machine/payment-saga.asl.json, end to end.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support {
+    use std::collections::{BTreeMap, HashMap, VecDeque};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use local::asl::{
+        CancellationSignal, ExecutionContext, FakeClock, MemoryHistory, Outcome, StateMachine,
+        TaskFailure, TaskRunner, run_execution,
+    };
+    use serde_json::{Value, json};
+    use time::OffsetDateTime;
+    use time::macros::datetime;
+
+    pub const FUNCTION: &str = "arn:aws:lambda:us-east-1:123456789012:function:HelloFunction";
+
+    /// What the scripted runner answers to one call.
+    #[derive(Debug, Clone)]
+    pub enum Reply {
+        Value(Value),
+        /// A payments-adapter STATUS answer: counts one more check.
+        Status(&'static str),
+        Fail(&'static str, &'static str),
+        /// Never answers (the task times out or the execution is stopped).
+        Hang,
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct Call {
+        pub resource: String,
+        pub input: Value,
+        pub timeout: Option<Duration>,
+    }
+
+    /// Answers by script, keyed by the input's `action` field, else the resource.
+    #[derive(Default)]
+    pub struct ScriptedRunner {
+        queues: Mutex<HashMap<String, VecDeque<Reply>>>,
+        fallbacks: HashMap<String, Reply>,
+        calls: Mutex<Vec<Call>>,
+    }
+
+    impl ScriptedRunner {
+        pub fn new() -> Self {
+            Self::default()
+        }
+
+        pub fn script(self, key: &str, replies: impl IntoIterator<Item = Reply>) -> Self {
+            self.queues
+                .lock()
+                .unwrap()
+                .entry(key.to_owned())
+                .or_default()
+                .extend(replies);
+            self
+        }
+
+        /// The answer once the script for `key` is used up.
+        pub fn always(mut self, key: &str, reply: Reply) -> Self {
+            self.fallbacks.insert(key.to_owned(), reply);
+            self
+        }
+
+        pub fn calls(&self) -> Vec<Call> {
+            self.calls.lock().unwrap().clone()
+        }
+
+        pub fn calls_for(&self, key: &str) -> Vec<Call> {
+            self.calls()
+                .into_iter()
+                .filter(|call| key_of(&call.resource, &call.input) == key)
+                .collect()
+        }
+    }
+
+    fn key_of(resource: &str, input: &Value) -> String {
+        input
+            .get("action")
+            .and_then(Value::as_str)
+            .unwrap_or(resource)
+            .to_owned()
+    }
+
+    #[async_trait]
+    impl TaskRunner for ScriptedRunner {
+        async fn run(
+            &self,
+            resource: &str,
+            input: Value,
+            timeout: Option<Duration>,
+        ) -> Result<Value, TaskFailure> {
+            let key = key_of(resource, &input);
+            let reply = {
+                let mut queues = self.queues.lock().unwrap();
+                let scripted = queues.get_mut(&key).and_then(VecDeque::pop_front);
+                scripted
+                    .or_else(|| self.fallbacks.get(&key).cloned())
+                    .unwrap_or_else(|| Reply::Value(json!({"ok": true})))
+            };
+            self.calls.lock().unwrap().push(Call {
+                resource: resource.to_owned(),
+                input: input.clone(),
+                timeout,
+            });
+            match reply {
+                Reply::Value(value) => Ok(value),
+                Reply::Status(status) => {
+                    let checks = input["checks"].as_u64().unwrap() + 1;
+                    let mut reply = json!({"status": status, "checks": checks});
+                    if status == "APPROVED" {
+                        reply["gatewayReference"] = json!("gw-ref-1");
+                    }
+                    Ok(reply)
+                }
+                Reply::Fail(error, cause) => Err(TaskFailure {
+                    error: error.to_owned(),
+                    cause: cause.to_owned(),
+                }),
+                Reply::Hang => std::future::pending().await,
+            }
+        }
+    }
+
+    pub fn start_time() -> OffsetDateTime {
+        datetime!(2024-01-01 0:00 UTC)
+    }
+
+    pub fn context(input: Value) -> ExecutionContext {
+        ExecutionContext {
+            execution_arn: "arn:aws:states:us-east-1:123456789012:execution:Saga:run-1".into(),
+            name: "run-1".into(),
+            state_machine_arn: "arn:aws:states:us-east-1:123456789012:stateMachine:Saga".into(),
+            state_machine_name: "Saga".into(),
+            role_arn: "arn:aws:iam::123456789012:role/StatesRole".into(),
+            start_time: start_time(),
+            input,
+        }
+    }
+
+    pub fn load(definition: Value) -> StateMachine {
+        StateMachine::load(&definition.to_string(), &BTreeMap::new()).unwrap()
+    }
+
+    /// A one-state machine around `state`, named `S`.
+    pub fn single(state: Value) -> StateMachine {
+        load(json!({"StartAt": "S", "States": {"S": state}}))
+    }
+
+    pub struct Finished {
+        pub outcome: Outcome,
+        pub history: MemoryHistory,
+        pub clock: FakeClock,
+    }
+
+    impl Finished {
+        pub fn output(&self) -> Value {
+            match &self.outcome {
+                Outcome::Succeeded { output } => output.clone(),
+                other => panic!("expected success, got {other:?}"),
+            }
+        }
+
+        pub fn failure(&self) -> (String, String) {
+            match &self.outcome {
+                Outcome::Failed { error, cause } => (error.clone(), cause.clone()),
+                other => panic!("expected failure, got {other:?}"),
+            }
+        }
+
+        pub fn sleeps_seconds(&self) -> Vec<f64> {
+            self.clock
+                .sleeps()
+                .iter()
+                .map(Duration::as_secs_f64)
+                .collect()
+        }
+    }
+
+    pub async fn execute(
+        machine: &StateMachine,
+        input: Value,
+        runner: &ScriptedRunner,
+    ) -> Finished {
+        execute_with(machine, input, runner, CancellationSignal::never()).await
+    }
+
+    pub async fn execute_with(
+        machine: &StateMachine,
+        input: Value,
+        runner: &ScriptedRunner,
+        cancel: CancellationSignal,
+    ) -> Finished {
+        let clock = FakeClock::new(start_time());
+        let history = MemoryHistory::new();
+        let outcome =
+            run_execution(machine, context(input), runner, &clock, &history, cancel).await;
+        Finished {
+            outcome,
+            history,
+            clock,
+        }
+    }
+}
+
+mod path_processing {
+    use local::asl::{EventKind, HistoryEvent};
+    use serde_json::{Value, json};
+
+    use super::support::*;
+
+    #[tokio::test]
+    async fn aws_input_result_output_path_example() {
+        // GIVEN the "InputPath, ResultPath and OutputPath Example" of the AWS guide
+        let machine = single(json!({
+            "Type": "Task", "Resource": FUNCTION,
+            "InputPath": "$.lambda", "ResultPath": "$.data.lambdaresult", "OutputPath": "$.data",
+            "End": true
+        }));
+        let runner = ScriptedRunner::new().script(
+            FUNCTION,
+            [Reply::Value(json!("Hello, AWS Step Functions!"))],
+        );
+        let input = json!({
+            "comment": "An input comment.",
+            "data": {"val1": 23, "val2": 17},
+            "extra": "foo",
+            "lambda": {"who": "AWS Step Functions"}
+        });
+        // WHEN it runs
+        let done = execute(&machine, input, &runner).await;
+        // THEN the function saw only the lambda node
+        // AND the output is the data node with the result
+        assert_eq!(
+            runner.calls()[0].input,
+            json!({"who": "AWS Step Functions"})
+        );
+        assert_eq!(
+            done.output(),
+            json!({"val1": 23, "val2": 17, "lambdaresult": "Hello, AWS Step Functions!"})
+        );
+    }
+
+    #[tokio::test]
+    async fn aws_result_selector_example() {
+        // GIVEN the ResultSelector example of the AWS guide (an EMR createCluster result)
+        let machine = single(json!({
+            "Type": "Task", "Resource": FUNCTION,
+            "ResultSelector": {"ClusterId.$": "$.output.ClusterId", "ResourceType.$": "$.resourceType"},
+            "ResultPath": "$.EMROutput",
+            "End": true
+        }));
+        let result = json!({
+            "resourceType": "elasticmapreduce",
+            "resource": "createCluster.sync",
+            "output": {
+                "SdkHttpMetadata": {"HttpStatusCode": 200},
+                "SdkResponseMetadata": {"RequestId": "1234"},
+                "ClusterId": "AKIAIOSFODNN7EXAMPLE"
+            }
+        });
+        let runner = ScriptedRunner::new().script(FUNCTION, [Reply::Value(result)]);
+        let done = execute(&machine, json!({"cluster": "mine"}), &runner).await;
+        assert_eq!(
+            done.output(),
+            json!({
+                "cluster": "mine",
+                "EMROutput": {"ClusterId": "AKIAIOSFODNN7EXAMPLE", "ResourceType": "elasticmapreduce"}
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn aws_result_path_examples() {
+        let input = json!({
+            "comment": "This is a test of the input and output of a Task state.",
+            "details": "Default example",
+            "who": "AWS Step Functions"
+        });
+        let hello = || {
+            ScriptedRunner::new()
+                .always(FUNCTION, Reply::Value(json!("Hello, AWS Step Functions!")))
+        };
+        let with = |result_path: Value| {
+            single(
+                json!({"Type": "Task", "Resource": FUNCTION, "ResultPath": result_path, "End": true}),
+            )
+        };
+        // the default ($) replaces the input with the result
+        let machine = single(json!({"Type": "Task", "Resource": FUNCTION, "End": true}));
+        assert_eq!(
+            execute(&machine, input.clone(), &hello()).await.output(),
+            json!("Hello, AWS Step Functions!")
+        );
+        // a new field includes the result with the input
+        let out = execute(&with(json!("$.taskresult")), input.clone(), &hello())
+            .await
+            .output();
+        assert_eq!(out["taskresult"], json!("Hello, AWS Step Functions!"));
+        assert_eq!(out["who"], json!("AWS Step Functions"));
+        // an existing field is updated
+        let out = execute(&with(json!("$.comment")), input.clone(), &hello())
+            .await
+            .output();
+        assert_eq!(out["comment"], json!("Hello, AWS Step Functions!"));
+        // a deeper path creates the objects on the way
+        let out = execute(&with(json!("$.a.b.c")), input.clone(), &hello())
+            .await
+            .output();
+        assert_eq!(out["a"], json!({"b": {"c": "Hello, AWS Step Functions!"}}));
+        // null discards the result and passes the input through
+        assert_eq!(
+            execute(&with(Value::Null), input.clone(), &hello())
+                .await
+                .output(),
+            input
+        );
+    }
+
+    #[tokio::test]
+    async fn null_input_and_output_paths_give_an_empty_object() {
+        let machine = load(json!({"StartAt": "P", "States": {
+            "P": {"Type": "Pass", "InputPath": null, "Next": "Q"},
+            "Q": {"Type": "Pass", "Result": {"x": 1}, "OutputPath": null, "End": true}
+        }}));
+        let done = execute(&machine, json!({"a": 1}), &ScriptedRunner::new()).await;
+        assert_eq!(done.output(), json!({}));
+        let outputs: Vec<String> = done
+            .history
+            .events()
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::StateExited(_, details) => Some(details.output.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(outputs, vec!["{}".to_owned(), "{}".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn parameters_read_the_context_object() {
+        let machine = single(json!({
+            "Type": "Pass",
+            "Parameters": {
+                "id.$": "$$.Execution.Id", "name.$": "$$.Execution.Name",
+                "started.$": "$$.Execution.StartTime", "input.$": "$$.Execution.Input",
+                "state.$": "$$.State.Name", "entered.$": "$$.State.EnteredTime",
+                "retries.$": "$$.State.RetryCount",
+                "machine.$": "$$.StateMachine.Id", "machineName.$": "$$.StateMachine.Name",
+                "static": [1, {"nested.$": "$.a"}]
+            },
+            "End": true
+        }));
+        let done = execute(&machine, json!({"a": 7}), &ScriptedRunner::new()).await;
+        assert_eq!(
+            done.output(),
+            json!({
+                "id": "arn:aws:states:us-east-1:123456789012:execution:Saga:run-1",
+                "name": "run-1",
+                "started": "2024-01-01T00:00:00.000Z",
+                "input": {"a": 7},
+                "state": "S",
+                "entered": "2024-01-01T00:00:00.000Z",
+                "retries": 0,
+                "machine": "arn:aws:states:us-east-1:123456789012:stateMachine:Saga",
+                "machineName": "Saga",
+                "static": [1, {"nested": 7}]
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn retry_count_reaches_the_task_parameters() {
+        let machine = single(json!({
+            "Type": "Task", "Resource": FUNCTION,
+            "Parameters": {"attempt.$": "$$.State.RetryCount"},
+            "Retry": [{"ErrorEquals": ["Retryable"]}],
+            "End": true
+        }));
+        let runner = ScriptedRunner::new().script(
+            FUNCTION,
+            [Reply::Fail("Retryable", "x"), Reply::Fail("Retryable", "y")],
+        );
+        execute(&machine, json!({}), &runner).await.output();
+        let attempts: Vec<Value> = runner
+            .calls()
+            .iter()
+            .map(|c| c.input["attempt"].clone())
+            .collect();
+        assert_eq!(attempts, vec![json!(0), json!(1), json!(2)]);
+    }
+
+    #[tokio::test]
+    async fn numbers_keep_their_exact_json_form() {
+        let machine = load(json!({"StartAt": "P", "States": {
+            "P": {
+                "Type": "Pass",
+                "Parameters": {"big.$": "$.big", "ten.$": "$.ten", "neg.$": "$.neg", "half.$": "$.half"},
+                "Next": "T"
+            },
+            "T": {"Type": "Task", "Resource": FUNCTION, "ResultPath": "$.echo", "End": true}
+        }}));
+        let runner =
+            ScriptedRunner::new().always(FUNCTION, Reply::Value(json!(18446744073709551615_u64)));
+        let input = json!({
+            "big": 12345678901234567890_u64, "ten": 10, "neg": -9007199254740993_i64, "half": 0.5
+        });
+        let done = execute(&machine, input, &runner).await;
+        let text = serde_json::to_string(&done.output()).unwrap();
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"big":12345678901234567890,"echo":18446744073709551615,"#,
+                r#""half":0.5,"neg":-9007199254740993,"ten":10}"#
+            )
+        );
+        assert_eq!(runner.calls()[0].input["ten"], json!(10));
+        assert!(runner.calls()[0].input["ten"].is_u64());
+    }
+
+    #[tokio::test]
+    async fn a_path_that_does_not_resolve_fails_the_execution_with_states_runtime() {
+        // GIVEN a task whose Parameters name a missing field, and a catch-all catcher
+        let machine = load(json!({"StartAt": "Glue StartJobRun", "States": {
+            "Glue StartJobRun": {
+                "Type": "Task", "Resource": FUNCTION,
+                "Parameters": {"JobName.$": "$.JobName"},
+                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Caught"}],
+                "End": true
+            },
+            "Caught": {"Type": "Succeed"}
+        }}));
+        let runner = ScriptedRunner::new();
+        let done = execute(&machine, json!({}), &runner).await;
+        // THEN States.ALL does not catch it, nothing ran, and the cause reads like AWS's
+        let (error, cause) = done.failure();
+        assert_eq!(error, "States.Runtime");
+        assert_eq!(
+            cause,
+            "An error occurred while executing the state 'Glue StartJobRun' \
+             (entered at the event id #2). The JSONPath '$.JobName' specified for the field \
+             'JobName.$' could not be found in the input '{}'"
+        );
+        assert!(runner.calls().is_empty());
+        assert_eq!(
+            done.history.event_types(),
+            vec!["ExecutionStarted", "TaskStateEntered", "ExecutionFailed"]
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_input_output_and_result_paths_are_runtime_errors() {
+        let cases = [
+            (
+                json!({"Type": "Pass", "InputPath": "$.nope", "End": true}),
+                "Invalid path '$.nope' : No results for path: $['nope']",
+            ),
+            (
+                json!({"Type": "Pass", "OutputPath": "$.nope", "End": true}),
+                "Invalid path '$.nope'",
+            ),
+            (
+                json!({"Type": "Pass", "Result": 1, "ResultPath": "$.s.x", "End": true}),
+                "Unable to apply ReferencePath $.s.x",
+            ),
+        ];
+        for (state, expected) in cases {
+            let done = execute(&single(state), json!({"s": "text"}), &ScriptedRunner::new()).await;
+            let (error, cause) = done.failure();
+            assert_eq!(error, "States.Runtime");
+            assert!(cause.contains(expected), "{cause}");
+        }
+    }
+
+    #[tokio::test]
+    async fn lambda_invoke_wraps_the_payload_and_records_task_events() {
+        // GIVEN the lambda:invoke integration with FunctionName and Payload
+        let machine = single(json!({
+            "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
+            "Parameters": {"FunctionName": "my-function", "Payload": {"who.$": "$.who"}},
+            "TimeoutSeconds": 30,
+            "End": true
+        }));
+        let runner =
+            ScriptedRunner::new().always("my-function", Reply::Value(json!({"hello": "world"})));
+        let done = execute(&machine, json!({"who": "me"}), &runner).await;
+        // THEN the runner got the function name and the payload
+        let call = &runner.calls()[0];
+        assert_eq!(call.resource, "my-function");
+        assert_eq!(call.input, json!({"who": "me"}));
+        assert_eq!(call.timeout, Some(std::time::Duration::from_secs(30)));
+        // AND the result has the Lambda Invoke response shape
+        let output = done.output();
+        assert_eq!(output["Payload"], json!({"hello": "world"}));
+        assert_eq!(output["StatusCode"], json!(200));
+        assert_eq!(output["ExecutedVersion"], json!("$LATEST"));
+        assert_eq!(output["SdkHttpMetadata"]["HttpStatusCode"], json!(200));
+        let request_id = output["SdkResponseMetadata"]["RequestId"].as_str().unwrap();
+        assert_eq!(
+            output["SdkHttpMetadata"]["HttpHeaders"]["x-amzn-RequestId"],
+            json!(request_id)
+        );
+        // AND the history uses the Task* events with AWS's details
+        assert_eq!(
+            done.history.event_types(),
+            vec![
+                "ExecutionStarted",
+                "TaskStateEntered",
+                "TaskScheduled",
+                "TaskStarted",
+                "TaskSucceeded",
+                "TaskStateExited",
+                "ExecutionSucceeded"
+            ]
+        );
+        let scheduled = serde_json::to_value(&done.history.events()[2]).unwrap();
+        let details = &scheduled["taskScheduledEventDetails"];
+        assert_eq!(details["resourceType"], json!("lambda"));
+        assert_eq!(details["resource"], json!("invoke"));
+        assert_eq!(details["region"], json!("us-east-1"));
+        assert_eq!(details["timeoutInSeconds"], json!(30));
+        let parameters: Value =
+            serde_json::from_str(details["parameters"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            parameters,
+            json!({"FunctionName": "my-function", "Payload": {"who": "me"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn history_has_aws_shapes_ids_and_lambda_function_events() {
+        let machine = single(
+            json!({"Type": "Task", "Resource": FUNCTION, "TimeoutSeconds": 15, "End": true}),
+        );
+        let runner = ScriptedRunner::new().always(FUNCTION, Reply::Value(json!({"r": 1})));
+        let done = execute(&machine, json!({"in": true}), &runner).await;
+        let events = done.history.events();
+        assert_eq!(
+            done.history.event_types(),
+            vec![
+                "ExecutionStarted",
+                "TaskStateEntered",
+                "LambdaFunctionScheduled",
+                "LambdaFunctionStarted",
+                "LambdaFunctionSucceeded",
+                "TaskStateExited",
+                "ExecutionSucceeded"
+            ]
+        );
+        for (index, event) in events.iter().enumerate() {
+            let id = u64::try_from(index).unwrap() + 1;
+            assert_eq!((event.id, event.previous_event_id), (id, id - 1));
+        }
+        let json: Vec<Value> = events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect();
+        assert_eq!(
+            json[0],
+            json!({
+                "timestamp": 1704067200.0, "type": "ExecutionStarted", "id": 1, "previousEventId": 0,
+                "executionStartedEventDetails": {
+                    "input": "{\"in\":true}", "inputDetails": {"truncated": false},
+                    "roleArn": "arn:aws:iam::123456789012:role/StatesRole"
+                }
+            })
+        );
+        assert_eq!(
+            json[2]["lambdaFunctionScheduledEventDetails"],
+            json!({
+                "resource": FUNCTION, "input": "{\"in\":true}",
+                "inputDetails": {"truncated": false}, "timeoutInSeconds": 15
+            })
+        );
+        assert_eq!(json[3].get("lambdaFunctionStartedEventDetails"), None);
+        assert_eq!(
+            json[4]["lambdaFunctionSucceededEventDetails"]["output"],
+            json!("{\"r\":1}")
+        );
+        assert_eq!(json[5]["stateExitedEventDetails"]["name"], json!("S"));
+        assert_eq!(
+            json[6]["executionSucceededEventDetails"]["output"],
+            json!("{\"r\":1}")
+        );
+        let back: Vec<HistoryEvent> = json
+            .iter()
+            .map(|v| HistoryEvent::from_value(v).unwrap())
+            .collect();
+        assert_eq!(back, events);
+    }
+}
+
+mod retry_and_catch {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::support::*;
+
+    fn flaky(retry: serde_json::Value) -> local::asl::StateMachine {
+        single(json!({"Type": "Task", "Resource": FUNCTION, "Retry": retry, "End": true}))
+    }
+
+    #[tokio::test]
+    async fn intervals_grow_by_the_backoff_rate_up_to_max_delay() {
+        // GIVEN IntervalSeconds 1, BackoffRate 2, MaxAttempts 4, MaxDelaySeconds 3
+        let machine = flaky(json!([{
+            "ErrorEquals": ["Retryable"], "IntervalSeconds": 1, "BackoffRate": 2,
+            "MaxAttempts": 4, "MaxDelaySeconds": 3
+        }]));
+        let failing = || std::iter::repeat_n(Reply::Fail("Retryable", "busy"), 4);
+        // WHEN the task fails four times, then succeeds
+        let runner = ScriptedRunner::new()
+            .script(FUNCTION, failing())
+            .always(FUNCTION, Reply::Value(json!("ok")));
+        let done = execute(&machine, json!({}), &runner).await;
+        // THEN it waited 1, 2, 3, 3 seconds and succeeded
+        assert_eq!(done.sleeps_seconds(), vec![1.0, 2.0, 3.0, 3.0]);
+        assert_eq!(done.output(), json!("ok"));
+        // AND a fifth failure is not retried
+        let runner = ScriptedRunner::new().always(FUNCTION, Reply::Fail("Retryable", "busy"));
+        let done = execute(&machine, json!({}), &runner).await;
+        assert_eq!(done.failure(), ("Retryable".to_owned(), "busy".to_owned()));
+        assert_eq!(runner.calls().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn defaults_and_fractional_backoff() {
+        // Defaults: IntervalSeconds 1, MaxAttempts 3, BackoffRate 2.0
+        let runner = ScriptedRunner::new().always(FUNCTION, Reply::Fail("E", ""));
+        let done = execute(&flaky(json!([{"ErrorEquals": ["E"]}])), json!({}), &runner).await;
+        assert_eq!(done.sleeps_seconds(), vec![1.0, 2.0, 4.0]);
+        // AWS example: IntervalSeconds 3, MaxAttempts 2, BackoffRate 1.5 -> 3 and 4.5 seconds
+        let machine = flaky(
+            json!([{"ErrorEquals": ["States.Timeout"], "IntervalSeconds": 3, "MaxAttempts": 2, "BackoffRate": 1.5}]),
+        );
+        let runner = ScriptedRunner::new().always(FUNCTION, Reply::Fail("States.Timeout", ""));
+        assert_eq!(
+            execute(&machine, json!({}), &runner).await.sleeps_seconds(),
+            vec![3.0, 4.5]
+        );
+    }
+
+    #[tokio::test]
+    async fn aws_complex_retry_scenario_counts_attempts_per_retrier() {
+        // GIVEN the "Complex retry scenarios" example of the AWS guide
+        let machine = load(json!({"StartAt": "X", "States": {
+            "X": {
+                "Type": "Task", "Resource": FUNCTION, "Next": "Y",
+                "Retry": [
+                    {"ErrorEquals": ["ErrorA", "ErrorB"], "IntervalSeconds": 1, "BackoffRate": 2.0, "MaxAttempts": 2},
+                    {"ErrorEquals": ["ErrorC"], "IntervalSeconds": 5}
+                ],
+                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Z"}]
+            },
+            "Y": {"Type": "Succeed"},
+            "Z": {"Type": "Pass", "Result": "caught", "End": true}
+        }}));
+        // WHEN the task fails with ErrorA, ErrorB, ErrorC, ErrorB
+        let runner = ScriptedRunner::new().script(
+            FUNCTION,
+            ["ErrorA", "ErrorB", "ErrorC", "ErrorB"].map(|e| Reply::Fail(e, "")),
+        );
+        let done = execute(&machine, json!({}), &runner).await;
+        // THEN it waits 1, 2 (first retrier), 5 (second), and the fourth error goes to Z
+        assert_eq!(done.sleeps_seconds(), vec![1.0, 2.0, 5.0]);
+        assert_eq!(done.output(), json!("caught"));
+        assert_eq!(done.history.entered_states(), vec!["X", "Z"]);
+    }
+
+    #[tokio::test]
+    async fn max_attempts_zero_never_retries_and_the_first_matching_retrier_decides() {
+        let machine = flaky(json!([
+            {"ErrorEquals": ["States.Timeout"], "MaxAttempts": 0},
+            {"ErrorEquals": ["States.ALL"]}
+        ]));
+        let runner = ScriptedRunner::new().always(FUNCTION, Reply::Fail("States.Timeout", ""));
+        let done = execute(&machine, json!({}), &runner).await;
+        assert_eq!(done.failure().0, "States.Timeout");
+        assert!(done.sleeps_seconds().is_empty());
+        let runner = ScriptedRunner::new().script(FUNCTION, [Reply::Fail("Other", "")]);
+        assert_eq!(
+            execute(&machine, json!({}), &runner).await.sleeps_seconds(),
+            vec![1.0]
+        );
+    }
+
+    #[tokio::test]
+    async fn full_jitter_waits_between_zero_and_the_backoff() {
+        let machine = flaky(json!([{
+            "ErrorEquals": ["E"], "IntervalSeconds": 2, "BackoffRate": 2, "MaxAttempts": 3, "JitterStrategy": "FULL"
+        }]));
+        for _ in 0..20 {
+            let runner = ScriptedRunner::new()
+                .script(FUNCTION, std::iter::repeat_n(Reply::Fail("E", ""), 3));
+            let done = execute(&machine, json!({}), &runner).await;
+            let sleeps = done.clock.sleeps();
+            assert_eq!(sleeps.len(), 3);
+            for (sleep, ceiling) in sleeps.iter().zip([2, 4, 8]) {
+                assert!(
+                    *sleep <= Duration::from_secs(ceiling),
+                    "{sleep:?} > {ceiling}s"
+                );
+            }
+        }
+    }
+
+    fn catching() -> local::asl::StateMachine {
+        load(json!({"StartAt": "T", "States": {
+            "T": {
+                "Type": "Task", "Resource": FUNCTION, "TimeoutSeconds": 5, "Next": "Done",
+                "Catch": [
+                    {"ErrorEquals": ["ErrorA"], "ResultPath": "$.error", "Next": "OnA"},
+                    {"ErrorEquals": ["ErrorA", "States.TaskFailed"], "Next": "OnTaskFailed"},
+                    {"ErrorEquals": ["States.ALL"], "ResultPath": "$.all", "Next": "OnAll"}
+                ]
+            },
+            "Done": {"Type": "Succeed"},
+            "OnA": {"Type": "Succeed"},
+            "OnTaskFailed": {"Type": "Succeed"},
+            "OnAll": {"Type": "Succeed"}
+        }}))
+    }
+
+    #[tokio::test]
+    async fn the_first_matching_catcher_wins() {
+        let input = json!({"foo": "bar"});
+        // ErrorA matches the first catcher, which keeps the input and adds the error output
+        let runner = ScriptedRunner::new().always(FUNCTION, Reply::Fail("ErrorA", "Error here"));
+        let done = execute(&catching(), input.clone(), &runner).await;
+        assert_eq!(done.history.entered_states(), vec!["T", "OnA"]);
+        assert_eq!(
+            done.output(),
+            json!({"foo": "bar", "error": {"Error": "ErrorA", "Cause": "Error here"}})
+        );
+        // any other task error matches States.TaskFailed; the default ResultPath replaces the input
+        let runner = ScriptedRunner::new().always(FUNCTION, Reply::Fail("Lambda.Unknown", "boom"));
+        let done = execute(&catching(), input.clone(), &runner).await;
+        assert_eq!(done.history.entered_states(), vec!["T", "OnTaskFailed"]);
+        assert_eq!(
+            done.output(),
+            json!({"Error": "Lambda.Unknown", "Cause": "boom"})
+        );
+        // States.TaskFailed does not match States.Timeout; States.ALL does
+        let runner = ScriptedRunner::new().always(FUNCTION, Reply::Hang);
+        let done = execute(&catching(), input, &runner).await;
+        assert_eq!(done.history.entered_states(), vec!["T", "OnAll"]);
+        assert_eq!(done.output()["all"]["Error"], json!("States.Timeout"));
+        assert_eq!(done.clock.fired_timeouts(), vec![Duration::from_secs(5)]);
+        assert!(
+            done.history
+                .event_types()
+                .contains(&"LambdaFunctionTimedOut")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_uncaught_error_fails_the_execution_with_its_name_and_cause() {
+        let machine = single(json!({"Type": "Task", "Resource": FUNCTION, "End": true}));
+        let cause = r#"{"errorMessage":"not enough","errorType":"InsufficientFunds"}"#;
+        let runner =
+            ScriptedRunner::new().always(FUNCTION, Reply::Fail("InsufficientFunds", cause));
+        let done = execute(&machine, json!({}), &runner).await;
+        assert_eq!(
+            done.failure(),
+            ("InsufficientFunds".to_owned(), cause.to_owned())
+        );
+        assert_eq!(
+            done.history.event_types(),
+            vec![
+                "ExecutionStarted",
+                "TaskStateEntered",
+                "LambdaFunctionScheduled",
+                "LambdaFunctionStarted",
+                "LambdaFunctionFailed",
+                "ExecutionFailed"
+            ]
+        );
+    }
+}
+
+mod choice_rules {
+    use serde_json::{Value, json};
+
+    use super::support::*;
+
+    fn router() -> local::asl::StateMachine {
+        load(json!({"StartAt": "Route", "States": {
+            "Route": {
+                "Type": "Choice",
+                "InputPath": "$.order",
+                "Choices": [
+                    {"Not": {"Variable": "$.type", "StringEquals": "Private"}, "Next": "Public"},
+                    {"And": [
+                        {"Variable": "$.value", "IsPresent": true},
+                        {"Variable": "$.value", "IsNumeric": true},
+                        {"Variable": "$.value", "NumericGreaterThanEquals": 20},
+                        {"Variable": "$.value", "NumericLessThan": 30}
+                    ], "Next": "ValueInTwenties"},
+                    {"Or": [
+                        {"Variable": "$.placed", "TimestampLessThan": "2020-01-01T00:00:00Z"},
+                        {"Variable": "$.placed", "TimestampGreaterThanEqualsPath": "$.deadline"}
+                    ], "Next": "OutOfWindow"},
+                    {"Variable": "$.code", "StringMatches": "VIP-*", "Next": "Vip"},
+                    {"Variable": "$.flag", "IsNull": true, "Next": "NullFlag"}
+                ],
+                "Default": "Other"
+            },
+            "Public": {"Type": "Succeed"}, "ValueInTwenties": {"Type": "Succeed"},
+            "OutOfWindow": {"Type": "Succeed"}, "Vip": {"Type": "Succeed"},
+            "NullFlag": {"Type": "Succeed"}, "Other": {"Type": "Succeed"}
+        }}))
+    }
+
+    async fn route(order: Value) -> String {
+        let done = execute(&router(), json!({"order": order}), &ScriptedRunner::new()).await;
+        done.history.entered_states()[1].clone()
+    }
+
+    #[tokio::test]
+    async fn rules_are_tried_in_order() {
+        let private = |extra: Value| {
+            let mut order = json!({
+                "type": "Private", "placed": "2024-06-01T00:00:00Z",
+                "deadline": "2025-01-01T00:00:00Z", "code": "REG-1", "flag": false
+            });
+            for (key, value) in extra.as_object().unwrap() {
+                order[key] = value.clone();
+            }
+            order
+        };
+        assert_eq!(route(json!({"type": "Public"})).await, "Public");
+        assert_eq!(
+            route(private(json!({"value": 25}))).await,
+            "ValueInTwenties"
+        );
+        assert_eq!(route(private(json!({"value": 30}))).await, "Other");
+        assert_eq!(route(private(json!({"value": "25"}))).await, "Other");
+        assert_eq!(
+            route(private(json!({"placed": "2019-12-31T23:59:59Z"}))).await,
+            "OutOfWindow"
+        );
+        assert_eq!(
+            route(private(json!({"placed": "2025-01-01T01:00:00+01:00"}))).await,
+            "OutOfWindow"
+        );
+        assert_eq!(route(private(json!({"code": "VIP-42"}))).await, "Vip");
+        assert_eq!(route(private(json!({"flag": null}))).await, "NullFlag");
+    }
+
+    #[tokio::test]
+    async fn choice_records_its_events_and_applies_output_path() {
+        let machine = load(json!({"StartAt": "C", "States": {
+            "C": {"Type": "Choice", "OutputPath": "$.keep",
+                  "Choices": [{"Variable": "$.n", "NumericEquals": 1, "Next": "End"}]},
+            "End": {"Type": "Succeed"}
+        }}));
+        let done = execute(
+            &machine,
+            json!({"n": 1, "keep": {"k": true}}),
+            &ScriptedRunner::new(),
+        )
+        .await;
+        assert_eq!(done.output(), json!({"k": true}));
+        assert_eq!(
+            done.history.event_types(),
+            vec![
+                "ExecutionStarted",
+                "ChoiceStateEntered",
+                "ChoiceStateExited",
+                "SucceedStateEntered",
+                "SucceedStateExited",
+                "ExecutionSucceeded"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn no_match_without_default_is_states_no_choice_matched() {
+        let machine = load(json!({"StartAt": "C", "States": {
+            "C": {"Type": "Choice", "Choices": [{"Variable": "$.n", "NumericEquals": 1, "Next": "End"}]},
+            "End": {"Type": "Succeed"}
+        }}));
+        let done = execute(&machine, json!({"n": 2}), &ScriptedRunner::new()).await;
+        assert_eq!(done.failure().0, "States.NoChoiceMatched");
+        let done = execute(&machine, json!({}), &ScriptedRunner::new()).await;
+        let (error, cause) = done.failure();
+        assert_eq!(error, "States.Runtime");
+        assert!(cause.contains("Invalid path '$.n'"), "{cause}");
+    }
+}
+
+mod wait_and_timeouts {
+    use std::time::Duration;
+
+    use local::asl::{CancellationHandle, Outcome, StopRequest, SystemClock};
+    use serde_json::json;
+
+    use super::support::*;
+
+    #[tokio::test]
+    async fn wait_forms_go_through_the_clock() {
+        let machine = load(json!({"StartAt": "A", "States": {
+            "A": {"Type": "Wait", "Seconds": 3, "Next": "B"},
+            "B": {"Type": "Wait", "SecondsPath": "$.delay", "Next": "C"},
+            "C": {"Type": "Wait", "Timestamp": "2024-01-01T00:01:00Z", "Next": "D"},
+            "D": {"Type": "Wait", "TimestampPath": "$.until", "End": true}
+        }}));
+        let input = json!({"delay": 7, "until": "2023-12-31T00:00:00Z"});
+        let done = execute(&machine, input.clone(), &ScriptedRunner::new()).await;
+        // 3 s, 7 s, then until 00:01:00 (10 s of fake time have passed), then a past timestamp
+        assert_eq!(done.sleeps_seconds(), vec![3.0, 7.0, 50.0, 0.0]);
+        assert_eq!(done.output(), input);
+        assert_eq!(
+            done.history
+                .event_types()
+                .iter()
+                .filter(|t| **t == "WaitStateExited")
+                .count(),
+            4
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_seconds_path_is_a_runtime_error() {
+        let machine = single(json!({"Type": "Wait", "SecondsPath": "$.delay", "End": true}));
+        for input in [json!({"delay": "7"}), json!({"delay": -1}), json!({})] {
+            let done = execute(&machine, input, &ScriptedRunner::new()).await;
+            assert_eq!(done.failure().0, "States.Runtime");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_time_scale_compresses_waits() {
+        let machine = single(json!({"Type": "Wait", "Seconds": 30, "End": true}));
+        let clock = SystemClock::with_time_scale(0.001).unwrap();
+        let history = local::asl::MemoryHistory::new();
+        let started = std::time::Instant::now();
+        let outcome = local::asl::run_execution(
+            &machine,
+            context(json!({})),
+            &ScriptedRunner::new(),
+            &clock,
+            &history,
+            local::asl::CancellationSignal::never(),
+        )
+        .await;
+        assert!(matches!(outcome, Outcome::Succeeded { .. }));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn task_timeout_seconds_raises_states_timeout() {
+        let machine =
+            single(json!({"Type": "Task", "Resource": FUNCTION, "TimeoutSeconds": 2, "End": true}));
+        let runner = ScriptedRunner::new().always(FUNCTION, Reply::Hang);
+        let done = execute(&machine, json!({}), &runner).await;
+        assert_eq!(done.failure().0, "States.Timeout");
+        assert_eq!(runner.calls()[0].timeout, Some(Duration::from_secs(2)));
+        assert_eq!(done.clock.fired_timeouts(), vec![Duration::from_secs(2)]);
+        let timed_out = serde_json::to_value(&done.history.events()[4]).unwrap();
+        assert_eq!(timed_out["type"], json!("LambdaFunctionTimedOut"));
+        assert_eq!(
+            timed_out["lambdaFunctionTimedOutEventDetails"]["error"],
+            json!("States.Timeout")
+        );
+    }
+
+    #[tokio::test]
+    async fn execution_timeout_seconds_times_the_execution_out() {
+        // a Wait longer than the execution's TimeoutSeconds
+        let machine = load(json!({"StartAt": "W", "TimeoutSeconds": 10, "States": {
+            "W": {"Type": "Wait", "Seconds": 20, "End": true}
+        }}));
+        let done = execute(&machine, json!({}), &ScriptedRunner::new()).await;
+        assert_eq!(done.outcome, Outcome::TimedOut);
+        assert_eq!(done.sleeps_seconds(), vec![10.0]);
+        assert_eq!(
+            done.history.event_types().last(),
+            Some(&"ExecutionTimedOut")
+        );
+        // a task that never answers, with a task timeout longer than the execution's
+        let machine = load(json!({"StartAt": "T", "TimeoutSeconds": 5, "States": {
+            "T": {"Type": "Task", "Resource": FUNCTION, "TimeoutSeconds": 60, "End": true,
+                  "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Never"}]},
+            "Never": {"Type": "Succeed"}
+        }}));
+        let runner = ScriptedRunner::new().always(FUNCTION, Reply::Hang);
+        let done = execute(&machine, json!({}), &runner).await;
+        assert_eq!(done.outcome, Outcome::TimedOut);
+        assert_eq!(done.clock.fired_timeouts(), vec![Duration::from_secs(5)]);
+    }
+
+    #[tokio::test]
+    async fn stop_aborts_a_running_execution() {
+        let machine = single(json!({"Type": "Task", "Resource": FUNCTION, "End": true}));
+        let runner = ScriptedRunner::new().always(FUNCTION, Reply::Hang);
+        let handle = CancellationHandle::new();
+        let stop = async {
+            tokio::task::yield_now().await;
+            handle.stop(StopRequest {
+                error: Some("Operator".into()),
+                cause: Some("stopped by hand".into()),
+            });
+        };
+        let (done, ()) = tokio::join!(
+            execute_with(&machine, json!({}), &runner, handle.signal()),
+            stop
+        );
+        assert_eq!(done.outcome, Outcome::Aborted);
+        let aborted = serde_json::to_value(done.history.events().last().unwrap()).unwrap();
+        assert_eq!(aborted["type"], json!("ExecutionAborted"));
+        assert_eq!(
+            aborted["executionAbortedEventDetails"],
+            json!({"error": "Operator", "cause": "stopped by hand"})
+        );
+        // a plain watch::Receiver<bool> works as a signal too
+        let (flag, receiver) = tokio::sync::watch::channel(false);
+        let stop = async {
+            tokio::task::yield_now().await;
+            flag.send_replace(true);
+        };
+        let run = execute_with(&machine, json!({}), &runner, receiver.into());
+        let (done, ()) = tokio::join!(run, stop);
+        assert_eq!(done.outcome, Outcome::Aborted);
+        // a stop before the first state aborts at once
+        let handle = CancellationHandle::new();
+        handle.stop(StopRequest::default());
+        let done = execute_with(&machine, json!({}), &runner, handle.signal()).await;
+        assert_eq!(done.outcome, Outcome::Aborted);
+        assert_eq!(
+            done.history.event_types(),
+            vec!["ExecutionStarted", "ExecutionAborted"]
+        );
+    }
+}
+
+mod pass_fail_and_intrinsics {
+    use local::asl::Outcome;
+    use serde_json::json;
+
+    use super::support::*;
+
+    #[tokio::test]
+    async fn math_add_counts_like_the_saga_does() {
+        let machine = single(json!({
+            "Type": "Pass",
+            "Parameters": {"status": "UNKNOWN", "checks.$": "States.MathAdd($.charge.checks, 1)"},
+            "ResultPath": "$.charge",
+            "End": true
+        }));
+        let done = execute(
+            &machine,
+            json!({"charge": {"checks": 3}, "id": "p"}),
+            &ScriptedRunner::new(),
+        )
+        .await;
+        assert_eq!(
+            done.output(),
+            json!({"charge": {"status": "UNKNOWN", "checks": 4}, "id": "p"})
+        );
+        assert!(done.output()["charge"]["checks"].is_i64());
+    }
+
+    #[tokio::test]
+    async fn other_intrinsics_in_parameters() {
+        let machine = single(json!({
+            "Type": "Pass",
+            "Parameters": {
+                "greeting.$": "States.Format('Hello, my name is {}.', $.name)",
+                "parsed.$": "States.StringToJson($.escaped)",
+                "text.$": "States.JsonToString($.raw)",
+                "ids.$": "States.Array($.Id, $$.Execution.Name)",
+                "uuid.$": "States.UUID()"
+            },
+            "End": true
+        }));
+        let input = json!({"name": "Arnav", "escaped": "{\"foo\": \"bar\"}", "raw": {"foo": "bar"}, "Id": 123456});
+        let output = execute(&machine, input, &ScriptedRunner::new())
+            .await
+            .output();
+        assert_eq!(output["greeting"], json!("Hello, my name is Arnav."));
+        assert_eq!(output["parsed"], json!({"foo": "bar"}));
+        assert_eq!(output["text"], json!("{\"foo\":\"bar\"}"));
+        assert_eq!(output["ids"], json!([123456, "run-1"]));
+        assert_eq!(output["uuid"].as_str().unwrap().len(), 36);
+    }
+
+    #[tokio::test]
+    async fn pass_result_and_fail_with_paths() {
+        let machine = load(json!({"StartAt": "P", "States": {
+            "P": {
+                "Type": "Pass", "Result": {"Error": "Declined", "Cause": "card"},
+                "ResultPath": "$.error", "Next": "F"
+            },
+            "F": {
+                "Type": "Fail", "ErrorPath": "$.error.Error",
+                "CausePath": "States.Format('because {}', $.error.Cause)"
+            }
+        }}));
+        let done = execute(&machine, json!({}), &ScriptedRunner::new()).await;
+        assert_eq!(
+            done.failure(),
+            ("Declined".to_owned(), "because card".to_owned())
+        );
+        assert_eq!(
+            done.history.event_types(),
+            vec![
+                "ExecutionStarted",
+                "PassStateEntered",
+                "PassStateExited",
+                "FailStateEntered",
+                "ExecutionFailed"
+            ]
+        );
+        // a Fail state without Error/Cause leaves them out of the event
+        let done = execute(
+            &single(json!({"Type": "Fail"})),
+            json!({}),
+            &ScriptedRunner::new(),
+        )
+        .await;
+        assert_eq!(
+            done.outcome,
+            Outcome::Failed {
+                error: String::new(),
+                cause: String::new()
+            }
+        );
+        let failed = serde_json::to_value(done.history.events().last().unwrap()).unwrap();
+        assert_eq!(failed["executionFailedEventDetails"], json!({}));
+    }
+}
+
+mod load_rejections {
+    use std::collections::BTreeMap;
+
+    use local::asl::{AslError, StateMachine};
+    use serde_json::{Value, json};
+
+    fn refusal(definition: Value) -> AslError {
+        StateMachine::load(&definition.to_string(), &BTreeMap::new()).unwrap_err()
+    }
+
+    fn refusal_of(state: Value) -> String {
+        refusal(json!({"StartAt": "S", "States": {"S": state, "End": {"Type": "Succeed"}}}))
+            .to_string()
+    }
+
+    fn task(extra: Value) -> Value {
+        let mut state = json!({"Type": "Task", "Resource": "arn:aws:lambda:us-east-1:1:function:f", "Next": "End"});
+        for (key, value) in extra.as_object().unwrap() {
+            state[key] = value.clone();
+        }
+        state
+    }
+
+    #[test]
+    fn unsupported_features_are_named_with_their_state_and_field() {
+        let cases = [
+            (
+                json!({"Type": "Parallel", "Branches": [], "Next": "End"}),
+                "Type",
+            ),
+            (
+                json!({"Type": "Map", "ItemProcessor": {}, "Next": "End"}),
+                "Type",
+            ),
+            (task(json!({"HeartbeatSeconds": 5})), "HeartbeatSeconds"),
+            (
+                task(json!({"TimeoutSecondsPath": "$.t"})),
+                "TimeoutSecondsPath",
+            ),
+            (task(json!({"Assign": {"x": 1}})), "Assign"),
+            (task(json!({"QueryLanguage": "JSONata"})), "QueryLanguage"),
+            (
+                task(json!({"Resource": "arn:aws:states:::sqs:sendMessage"})),
+                "Resource",
+            ),
+            (
+                task(json!({"Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken"})),
+                "Resource",
+            ),
+            (
+                task(
+                    json!({"Resource": "arn:aws:states:::lambda:invoke", "Parameters": {"FunctionName": "f", "Qualifier": "1"}}),
+                ),
+                "Parameters.Qualifier",
+            ),
+            (
+                task(json!({"Parameters": {"h.$": "States.Hash($.a, 'SHA-256')"}})),
+                "Parameters.h.$",
+            ),
+            (
+                task(json!({"InputPath": "$$.Execution.Input"})),
+                "InputPath",
+            ),
+            (task(json!({"OutputPath": "$..deep"})), "OutputPath"),
+        ];
+        for (state, field) in cases {
+            let message = refusal_of(state.clone());
+            assert!(message.contains("state 'S'"), "{state}: {message}");
+            assert!(message.contains(field), "{state}: {message}");
+        }
+        assert!(
+            refusal_of(task(json!({"HeartbeatSeconds": 5})))
+                .contains("not supported by the local interpreter")
+        );
+    }
+
+    #[test]
+    fn invalid_definitions_are_refused() {
+        let cases = [
+            (task(json!({"Foo": 1})), "Foo"),
+            (task(json!({"Next": "Nowhere"})), "Nowhere"),
+            (task(json!({"End": true})), "Next"),
+            (
+                task(json!({"Retry": [{"ErrorEquals": ["States.ALL"]}, {"ErrorEquals": ["E"]}]})),
+                "Retry[0].ErrorEquals",
+            ),
+            (
+                task(json!({"Catch": [{"ErrorEquals": ["States.ALL", "E"], "Next": "End"}]})),
+                "Catch[0].ErrorEquals",
+            ),
+            (
+                task(json!({"Retry": [{"ErrorEquals": ["E"], "BackoffRate": 0.5}]})),
+                "BackoffRate",
+            ),
+            (
+                task(json!({"Retry": [{"ErrorEquals": ["E"], "IntervalSeconds": 1.5}]})),
+                "IntervalSeconds",
+            ),
+            (
+                task(json!({"Retry": [{"ErrorEquals": ["E"], "MaxDelaySeconds": 0}]})),
+                "MaxDelaySeconds",
+            ),
+            (
+                task(json!({"Retry": [{"ErrorEquals": ["E"], "JitterStrategy": "HALF"}]})),
+                "JitterStrategy",
+            ),
+            (task(json!({"Retry": [{"ErrorEquals": []}]})), "ErrorEquals"),
+            (task(json!({"TimeoutSeconds": 0})), "TimeoutSeconds"),
+            (
+                json!({"Type": "Wait", "Seconds": 1, "SecondsPath": "$.s", "Next": "End"}),
+                "Seconds",
+            ),
+            (
+                json!({"Type": "Choice", "Choices": [{"Variable": "$.a", "StringEquals": 1, "Next": "End"}]}),
+                "StringEquals",
+            ),
+            (
+                json!({"Type": "Fail", "Error": "E", "ErrorPath": "$.e"}),
+                "ErrorPath",
+            ),
+            (json!({"Type": "Nope"}), "Type"),
+        ];
+        for (state, field) in cases {
+            let message = refusal_of(state.clone());
+            assert!(
+                message.contains("'S'") && message.contains(field),
+                "{state}: {message}"
+            );
+        }
+        let unreachable = refusal(
+            json!({"StartAt": "A", "States": {"A": {"Type": "Succeed"}, "B": {"Type": "Succeed"}}}),
+        );
+        assert!(unreachable.to_string().contains("'B'"), "{unreachable}");
+        let missing_start = refusal(json!({"StartAt": "Z", "States": {"A": {"Type": "Succeed"}}}));
+        assert!(
+            missing_start.to_string().contains("StartAt"),
+            "{missing_start}"
+        );
+        assert!(matches!(
+            StateMachine::load("{\"StartAt\": ", &BTreeMap::new()),
+            Err(AslError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn substitutions_must_all_be_known() {
+        let text = r#"{"StartAt": "S", "States": {"S": {"Type": "Task", "Resource": "${Fn}", "End": true}}}"#;
+        assert_eq!(
+            StateMachine::load(text, &BTreeMap::new()).unwrap_err(),
+            AslError::UnknownSubstitution("Fn".into())
+        );
+        let subs = BTreeMap::from([(
+            "Fn".to_owned(),
+            "arn:aws:lambda:us-east-1:1:function:f".to_owned(),
+        )]);
+        let machine = StateMachine::load(text, &subs).unwrap();
+        assert!(machine.definition().contains("function:f"));
+        assert_eq!(machine.timeout_seconds(), None);
+    }
+}
+
+mod payment_saga {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use local::asl::{EventKind, StateMachine};
+    use serde_json::{Value, json};
+
+    use super::support::*;
+
+    const INVOICE: &str = "arn:aws:lambda:us-east-1:000000000000:function:local-invoice-processor";
+    const WALLET: &str = "arn:aws:lambda:us-east-1:000000000000:function:local-wallet-service";
+    const ADAPTER: &str = "arn:aws:lambda:us-east-1:000000000000:function:local-payments-adapter";
+
+    fn saga() -> StateMachine {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../state-machine/payment-saga.asl.json");
+        let text = std::fs::read_to_string(path).unwrap();
+        let substitutions = BTreeMap::from([
+            ("InvoiceProcessorFunctionArn".to_owned(), INVOICE.to_owned()),
+            ("WalletServiceFunctionArn".to_owned(), WALLET.to_owned()),
+            ("PaymentsAdapterFunctionArn".to_owned(), ADAPTER.to_owned()),
+        ]);
+        StateMachine::load(&text, &substitutions).unwrap()
+    }
+
+    fn payment() -> Value {
+        json!({
+            "paymentId": "pay_01HZX",
+            "userId": "user_1",
+            "amount": {"amount": "50.00", "currency": "USD"}
+        })
+    }
+
+    fn charged(status: &str) -> Reply {
+        let mut reply = json!({"status": status, "checks": 0});
+        if status == "APPROVED" {
+            reply["gatewayReference"] = json!("gw-ref-1");
+        }
+        Reply::Value(reply)
+    }
+
+    const HEAD: [&str; 4] = [
+        "CreateInvoice",
+        "DebitWallet",
+        "UpdatePaymentProcessing",
+        "ProcessPayment",
+    ];
+
+    fn states(parts: &[&[&str]]) -> Vec<String> {
+        parts
+            .iter()
+            .flat_map(|p| p.iter())
+            .map(|s| (*s).to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn loads_with_its_substitutions_and_timeout() {
+        let machine = saga();
+        assert_eq!(machine.start_at(), "CreateInvoice");
+        assert_eq!(machine.timeout_seconds(), Some(1800));
+        assert_eq!(machine.state_names().count(), 22);
+    }
+
+    #[tokio::test]
+    async fn happy_path_completes_the_payment() {
+        let runner = ScriptedRunner::new().script("CHARGE", [charged("APPROVED")]);
+        let done = execute(&saga(), payment(), &runner).await;
+        assert_eq!(
+            done.history.entered_states(),
+            states(&[
+                &HEAD,
+                &[
+                    "IsPaymentApproved",
+                    "UpdatePaymentSuccess",
+                    "PaymentSuccess"
+                ]
+            ])
+        );
+        let output = done.output();
+        assert_eq!(output["charge"]["gatewayReference"], json!("gw-ref-1"));
+        assert_eq!(output["paymentId"], json!("pay_01HZX"));
+        let create = &runner.calls_for("CREATE")[0];
+        assert_eq!(create.resource, INVOICE);
+        assert_eq!(
+            create.input,
+            json!({"action": "CREATE", "payment": payment()})
+        );
+        assert_eq!(create.timeout, Some(Duration::from_secs(15)));
+        let debit = &runner.calls_for("DEBIT")[0];
+        assert_eq!(debit.resource, WALLET);
+        assert_eq!(
+            debit.input["amount"],
+            json!({"amount": "50.00", "currency": "USD"})
+        );
+        assert_eq!(
+            runner.calls_for("COMPLETE")[0].input["gatewayReference"],
+            json!("gw-ref-1")
+        );
+        assert!(done.clock.sleeps().is_empty());
+    }
+
+    #[tokio::test]
+    async fn insufficient_funds_fails_the_payment_without_compensation() {
+        let runner = ScriptedRunner::new().script(
+            "DEBIT",
+            [Reply::Fail("InsufficientFunds", "balance 10.00 < 50.00")],
+        );
+        let done = execute(&saga(), payment(), &runner).await;
+        assert_eq!(
+            done.history.entered_states(),
+            states(&[&[
+                "CreateInvoice",
+                "DebitWallet",
+                "UpdatePaymentFailed",
+                "PaymentFailed"
+            ]])
+        );
+        assert_eq!(done.failure().0, "PaymentFailed");
+        let fail = &runner.calls_for("FAIL")[0].input;
+        assert_eq!(
+            (fail["reason"].clone(), fail["cause"].clone()),
+            (json!("InsufficientFunds"), json!("balance 10.00 < 50.00"))
+        );
+        assert!(runner.calls_for("COMPENSATE").is_empty());
+        assert!(runner.calls_for("CHARGE").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_declined_charge_is_compensated() {
+        let runner = ScriptedRunner::new()
+            .script("CHARGE", [Reply::Fail("PaymentDeclined", "card declined")]);
+        let done = execute(&saga(), payment(), &runner).await;
+        assert_eq!(
+            done.history.entered_states(),
+            states(&[
+                &HEAD,
+                &["RefundWallet", "UpdatePaymentFailed", "PaymentFailed"]
+            ])
+        );
+        assert_eq!(runner.calls_for("COMPENSATE").len(), 1);
+        assert_eq!(
+            runner.calls_for("FAIL")[0].input["reason"],
+            json!("PaymentDeclined")
+        );
+        assert_eq!(done.failure().0, "PaymentFailed");
+    }
+
+    #[tokio::test]
+    async fn pending_twice_then_approved_goes_through_the_wait_loop() {
+        let runner = ScriptedRunner::new()
+            .script("CHARGE", [charged("PENDING")])
+            .script(
+                "STATUS",
+                [Reply::Status("PENDING"), Reply::Status("APPROVED")],
+            );
+        let done = execute(&saga(), payment(), &runner).await;
+        let check = [
+            "WaitForPaymentConfirmation",
+            "CheckPaymentStatus",
+            "EvaluatePaymentStatus",
+        ];
+        assert_eq!(
+            done.history.entered_states(),
+            states(&[
+                &HEAD,
+                &["IsPaymentApproved"],
+                &check,
+                &check,
+                &["UpdatePaymentSuccess", "PaymentSuccess"]
+            ])
+        );
+        assert_eq!(done.sleeps_seconds(), vec![3.0, 3.0]);
+        let checks: Vec<Value> = runner
+            .calls_for("STATUS")
+            .iter()
+            .map(|c| c.input["checks"].clone())
+            .collect();
+        assert_eq!(checks, vec![json!(0), json!(1)]);
+        assert_eq!(
+            done.output()["charge"],
+            json!({"status": "APPROVED", "checks": 2, "gatewayReference": "gw-ref-1"})
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ambiguous_charge_is_resolved_by_status_checks() {
+        let runner = ScriptedRunner::new()
+            .script(
+                "CHARGE",
+                [Reply::Fail("GatewayAmbiguous", "timeout after send")],
+            )
+            .script(
+                "STATUS",
+                [Reply::Status("PENDING"), Reply::Status("APPROVED")],
+            );
+        let done = execute(&saga(), payment(), &runner).await;
+        assert_eq!(
+            done.history.entered_states(),
+            states(&[
+                &HEAD,
+                &[
+                    "ResolveAmbiguousCharge",
+                    "CheckPaymentStatus",
+                    "EvaluatePaymentStatus"
+                ],
+                &[
+                    "WaitForPaymentConfirmation",
+                    "CheckPaymentStatus",
+                    "EvaluatePaymentStatus"
+                ],
+                &["UpdatePaymentSuccess", "PaymentSuccess"],
+            ])
+        );
+        // the catcher kept the error next to the input; the Pass state reset the charge
+        assert_eq!(runner.calls_for("STATUS")[0].input["checks"], json!(0));
+        assert!(runner.calls_for("COMPENSATE").is_empty());
+        assert_eq!(done.output()["error"]["Error"], json!("GatewayAmbiguous"));
+    }
+
+    #[tokio::test]
+    async fn a_status_check_that_never_answers_ends_after_ten_checks_in_reconciliation() {
+        // GIVEN an ambiguous charge and a gateway whose status endpoint never answers
+        let runner = ScriptedRunner::new()
+            .script(
+                "CHARGE",
+                [Reply::Fail("GatewayAmbiguous", "timeout after send")],
+            )
+            .always("STATUS", Reply::Hang);
+        // WHEN the saga runs
+        let done = execute(&saga(), payment(), &runner).await;
+        // THEN each check times out 4 times (3 retries), counts one unanswered check,
+        // and after 10 checks the payment goes to reconciliation
+        let unanswered = [
+            "CheckPaymentStatus",
+            "CountUnansweredCheck",
+            "EvaluatePaymentStatus",
+        ];
+        let mut expected = states(&[&HEAD, &["ResolveAmbiguousCharge"]]);
+        for round in 0..10 {
+            if round > 0 {
+                expected.push("WaitForPaymentConfirmation".to_owned());
+            }
+            expected.extend(unanswered.map(str::to_owned));
+        }
+        expected.extend(
+            [
+                "GatewayOutcomeUnknown",
+                "MarkReconciliationRequired",
+                "PaymentNeedsReconciliation",
+            ]
+            .map(str::to_owned),
+        );
+        assert_eq!(done.history.entered_states(), expected);
+        assert_eq!(done.failure().0, "ReconciliationRequired");
+        assert_eq!(runner.calls_for("STATUS").len(), 40);
+        assert_eq!(
+            done.clock.fired_timeouts(),
+            vec![Duration::from_secs(15); 40]
+        );
+        let reconcile = &runner.calls_for("MARK_RECONCILIATION_REQUIRED")[0].input;
+        assert_eq!(reconcile["reason"], json!("GatewayOutcomeUnknown"));
+        // AND the counter stayed an integer, 1 to 10
+        let counts: Vec<Value> = done
+            .history
+            .events()
+            .iter()
+            .filter_map(|event| match &event.kind {
+                EventKind::StateExited(_, details) if details.name == "CountUnansweredCheck" => {
+                    let output: Value = serde_json::from_str(&details.output).unwrap();
+                    Some(output["charge"]["checks"].clone())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(counts, (1..=10).map(|n| json!(n)).collect::<Vec<_>>());
+        // AND every retry interval stayed within its FULL-jitter ceiling (1, 2, 4 s)
+        let retry_sleeps: Vec<Duration> = done
+            .clock
+            .sleeps()
+            .into_iter()
+            .filter(|s| *s != Duration::from_secs(3))
+            .collect();
+        assert_eq!(retry_sleeps.len(), 30);
+        for (index, sleep) in retry_sleeps.iter().enumerate() {
+            let ceiling = [1, 2, 4][index % 3];
+            assert!(*sleep <= Duration::from_secs(ceiling), "{sleep:?}");
+        }
+        // AND the whole history serializes in AWS's shape
+        for event in done.history.events() {
+            let json = serde_json::to_value(&event).unwrap();
+            assert!(json["type"].is_string() && json["timestamp"].is_f64());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_compensation_goes_to_reconciliation() {
+        let runner = ScriptedRunner::new()
+            .script("CHARGE", [Reply::Fail("CircuitOpen", "breaker open")])
+            .always("COMPENSATE", Reply::Fail("Retryable", "throttled"));
+        let done = execute(&saga(), payment(), &runner).await;
+        assert_eq!(
+            done.history.entered_states(),
+            states(&[
+                &HEAD,
+                &[
+                    "RefundWallet",
+                    "MarkReconciliationRequired",
+                    "PaymentNeedsReconciliation"
+                ]
+            ])
+        );
+        assert_eq!(runner.calls_for("COMPENSATE").len(), 7);
+        assert_eq!(done.clock.sleeps().len(), 6);
+    }
+}
