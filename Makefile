@@ -11,6 +11,7 @@ TOOLS_PATH := $(CURDIR)/$(TOOLS_VENV)/bin:$(PATH)
 STACK_NAME ?= payment-saga-dev
 
 .PHONY: help setup fmt fmt-check clippy lint test test-unit test-contract build clean
+.PHONY: start-local stop-all status demo logs-lambda
 .PHONY: tools validate-template build-all build-lambda sam-build deploy
 
 help: ## List the targets
@@ -47,7 +48,24 @@ test-unit: ## Fast unit tests only (no embedded DynamoDB)
 test-contract: ## The store contract suite against the in-memory store and DynamoDB
 	$(CARGO) test -p saga-tests --test store_contract --test ledger_properties -- --nocapture
 
-clean: ## Remove build output and local data
+start-local: ## Start the local cloud (4566 AWS edge, 3001 API, 3000 gateway) and run a demo payment
+	@./scripts/local.sh start
+	@./scripts/local.sh demo
+
+stop-all: ## Stop the local cloud and everything it started
+	@./scripts/local.sh stop
+
+status: ## Is the local cloud running, and where
+	@./scripts/local.sh status
+
+demo: ## One demo payment against the running local cloud
+	@./scripts/local.sh demo
+
+logs-lambda: ## Tail one function's log: make logs-lambda NAME=wallet-service
+	@test -n "$(NAME)" || { echo "usage: make logs-lambda NAME=<function>"; exit 2; }
+	@tail -n 100 .local/logs/$(NAME).log
+
+clean: stop-all ## Stop the local cloud, remove build output and local data
 	$(CARGO) clean
 	rm -rf .local
 

@@ -323,7 +323,10 @@ async fn start_gateway(
             options.gateway_pending_delay_ms.to_string(),
         )
         .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
+        // Our end of this pipe closes when this process dies, however it dies:
+        // the gateway then stops instead of lingering as an orphan.
+        .env("EXIT_WITH_PARENT", "1")
+        .stdin(Stdio::piped())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_err))
         .kill_on_drop(true)

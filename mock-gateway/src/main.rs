@@ -14,9 +14,28 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = serve(config, shutdown_signal()).await {
+    let stop = async {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = parent_gone() => tracing::info!("parent process gone: stopping"),
+        }
+    };
+    if let Err(e) = serve(config, stop).await {
         tracing::error!(error = %e, "server failed");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// With `EXIT_WITH_PARENT=1` (set by the local cloud, which pipes our stdin),
+/// stdin reaching EOF means the parent died: stop rather than linger as an orphan.
+async fn parent_gone() {
+    if std::env::var("EXIT_WITH_PARENT").as_deref() != Ok("1") {
+        return std::future::pending().await;
+    }
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    })
+    .await;
 }

@@ -21,10 +21,22 @@ const TIME_SCALE: f64 = 0.05;
 const SETTLE_SECONDS_MAX: u64 = 60;
 
 fn bin_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo_root().join("target"), PathBuf::from);
     let dir = target.join("debug");
-    for binary in ["local", "mock-gateway", "api-handler", "invoice-processor", "wallet-service", "payments-adapter", "refund-service"] {
-        assert!(dir.join(binary).exists(), "{binary} is not built: run `cargo build --workspace --bins` first");
+    for binary in [
+        "local",
+        "mock-gateway",
+        "api-handler",
+        "invoice-processor",
+        "wallet-service",
+        "payments-adapter",
+        "refund-service",
+    ] {
+        assert!(
+            dir.join(binary).exists(),
+            "{binary} is not built: run `cargo build --workspace --bins` first"
+        );
     }
     dir
 }
@@ -50,7 +62,13 @@ fn options(function_env: BTreeMap<String, String>) -> Options {
 /// in its normal mode (the cloud lives as long as the test process).
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap())
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
 }
 
 fn shared_cloud() -> &'static Client {
@@ -58,7 +76,9 @@ fn shared_cloud() -> &'static Client {
     &CLOUD
         .get_or_init(|| {
             runtime().block_on(async {
-                let cloud = LocalCloud::start(options(BTreeMap::new())).await.expect("the local cloud starts");
+                let cloud = LocalCloud::start(options(BTreeMap::new()))
+                    .await
+                    .expect("the local cloud starts");
                 let client = Client::new(&cloud);
                 (cloud, client)
             })
@@ -76,13 +96,22 @@ struct Client {
 impl Client {
     fn new(cloud: &LocalCloud) -> Self {
         Self {
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
             api: cloud.endpoints.api.clone(),
             gateway: cloud.endpoints.gateway.clone(),
         }
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>, key: Option<&str>) -> (u16, Value) {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> (u16, Value) {
         let mut request = self.http.request(method, format!("{}{path}", self.api));
         if let Some(body) = body {
             request = request.json(&body);
@@ -93,30 +122,56 @@ impl Client {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     async fn credit(&self, user: &str, amount: &str) {
         let body = json!({"amount": amount, "currency": "USD"});
-        let (status, reply) = self.send(reqwest::Method::POST, &format!("/wallets/{user}/credit"), Some(body), None).await;
+        let (status, reply) = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/wallets/{user}/credit"),
+                Some(body),
+                None,
+            )
+            .await;
         assert_eq!(status, 200, "{reply}");
     }
 
     async fn balance(&self, user: &str) -> String {
-        let (status, reply) = self.send(reqwest::Method::GET, &format!("/wallets/{user}"), None, None).await;
+        let (status, reply) = self
+            .send(
+                reqwest::Method::GET,
+                &format!("/wallets/{user}"),
+                None,
+                None,
+            )
+            .await;
         assert_eq!(status, 200, "{reply}");
         reply["wallets"][0]["balance"].as_str().unwrap().to_owned()
     }
 
     async fn pay(&self, user: &str, amount: &str) -> String {
         let body = json!({"userId": user, "amount": amount, "currency": "USD"});
-        let (status, reply) = self.send(reqwest::Method::POST, "/payments", Some(body), None).await;
+        let (status, reply) = self
+            .send(reqwest::Method::POST, "/payments", Some(body), None)
+            .await;
         assert_eq!(status, 202, "{reply}");
         reply["paymentId"].as_str().unwrap().to_owned()
     }
 
     async fn payment(&self, payment_id: &str) -> Value {
-        let (status, reply) = self.send(reqwest::Method::GET, &format!("/payments/{payment_id}"), None, None).await;
+        let (status, reply) = self
+            .send(
+                reqwest::Method::GET,
+                &format!("/payments/{payment_id}"),
+                None,
+                None,
+            )
+            .await;
         assert_eq!(status, 200, "{reply}");
         reply
     }
@@ -127,10 +182,21 @@ impl Client {
         loop {
             let payment = self.payment(payment_id).await;
             let status = payment["status"].as_str().unwrap_or_default();
-            if ["COMPLETED", "FAILED", "RECONCILIATION_REQUIRED", "REFUNDED", "PARTIALLY_REFUNDED"].contains(&status) {
+            if [
+                "COMPLETED",
+                "FAILED",
+                "RECONCILIATION_REQUIRED",
+                "REFUNDED",
+                "PARTIALLY_REFUNDED",
+            ]
+            .contains(&status)
+            {
                 return payment;
             }
-            assert!(Instant::now() < deadline, "payment {payment_id} still {status} after {SETTLE_SECONDS_MAX} s");
+            assert!(
+                Instant::now() < deadline,
+                "payment {payment_id} still {status} after {SETTLE_SECONDS_MAX} s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -149,7 +215,12 @@ fn user(prefix: &str) -> String {
 }
 
 fn statuses(payment: &Value) -> Vec<String> {
-    payment["events"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap().to_owned()).collect()
+    payment["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[test]
@@ -161,7 +232,11 @@ fn a_payment_completes_and_debits_exactly_its_amount() {
         let payment_id = client.pay(&alice, "50").await;
         let payment = client.settled(&payment_id).await;
         assert_eq!(payment["status"], "COMPLETED", "{payment}");
-        assert!(payment["gatewayReference"].as_str().is_some_and(|r| r.starts_with("gw_")));
+        assert!(
+            payment["gatewayReference"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("gw_"))
+        );
         assert_eq!(statuses(&payment), ["PENDING", "PROCESSING", "COMPLETED"]);
         assert_eq!(client.balance(&alice).await, "950.00");
     });
@@ -191,7 +266,11 @@ fn a_declined_charge_is_compensated() {
         assert_eq!(payment["status"], "FAILED");
         assert_eq!(payment["failureReason"], "PAYMENT_DECLINED");
         assert_eq!(statuses(&payment), ["PENDING", "PROCESSING", "FAILED"]);
-        assert_eq!(client.balance(&carol).await, "100.00", "the debit was given back");
+        assert_eq!(
+            client.balance(&carol).await,
+            "100.00",
+            "the debit was given back"
+        );
     });
 }
 
@@ -228,16 +307,31 @@ fn an_idempotency_key_replays_and_refuses_a_different_body() {
         client.credit(&frank, "100").await;
         let key = format!("order-{}", ulid::Ulid::new());
         let body = json!({"userId": frank, "amount": "30", "currency": "USD"});
-        let (first_status, first) = client.send(reqwest::Method::POST, "/payments", Some(body.clone()), Some(&key)).await;
-        let (second_status, second) = client.send(reqwest::Method::POST, "/payments", Some(body), Some(&key)).await;
+        let (first_status, first) = client
+            .send(
+                reqwest::Method::POST,
+                "/payments",
+                Some(body.clone()),
+                Some(&key),
+            )
+            .await;
+        let (second_status, second) = client
+            .send(reqwest::Method::POST, "/payments", Some(body), Some(&key))
+            .await;
         assert_eq!((first_status, second_status), (202, 202));
         assert_eq!(first["paymentId"], second["paymentId"]);
         let other = json!({"userId": frank, "amount": "31", "currency": "USD"});
-        let (status, reply) = client.send(reqwest::Method::POST, "/payments", Some(other), Some(&key)).await;
+        let (status, reply) = client
+            .send(reqwest::Method::POST, "/payments", Some(other), Some(&key))
+            .await;
         assert_eq!(status, 422, "{reply}");
         assert_eq!(reply["error"]["code"], "idempotency_key_reused");
         client.settled(first["paymentId"].as_str().unwrap()).await;
-        assert_eq!(client.balance(&frank).await, "70.00", "one payment, one debit");
+        assert_eq!(
+            client.balance(&frank).await,
+            "70.00",
+            "one payment, one debit"
+        );
     });
 }
 
@@ -258,7 +352,9 @@ fn forty_concurrent_payments_on_a_wallet_that_affords_twenty_five() {
         }
         let mut by_status: BTreeMap<String, u32> = BTreeMap::new();
         while let Some(payment) = payments.join_next().await {
-            *by_status.entry(payment.unwrap()["status"].as_str().unwrap().to_owned()).or_default() += 1;
+            *by_status
+                .entry(payment.unwrap()["status"].as_str().unwrap().to_owned())
+                .or_default() += 1;
         }
         println!("40 concurrent payments of 10 on 250: {by_status:?}");
         assert_eq!(by_status.get("COMPLETED"), Some(&25), "{by_status:?}");
@@ -276,18 +372,40 @@ fn full_and_partial_refunds_credit_the_wallet_back() {
         let payment_id = client.pay(&heidi, "60").await;
         assert_eq!(client.settled(&payment_id).await["status"], "COMPLETED");
         let path = format!("/payments/{payment_id}/refunds");
-        let (status, refund) = client.send(reqwest::Method::POST, &path, Some(json!({"amount": "20"})), None).await;
+        let (status, refund) = client
+            .send(
+                reqwest::Method::POST,
+                &path,
+                Some(json!({"amount": "20"})),
+                None,
+            )
+            .await;
         assert_eq!(status, 201, "{refund}");
-        assert_eq!(client.payment(&payment_id).await["status"], "PARTIALLY_REFUNDED");
+        assert_eq!(
+            client.payment(&payment_id).await["status"],
+            "PARTIALLY_REFUNDED"
+        );
         assert_eq!(client.balance(&heidi).await, "60.00");
-        let (status, refund) = client.send(reqwest::Method::POST, &path, Some(json!({})), None).await;
+        let (status, refund) = client
+            .send(reqwest::Method::POST, &path, Some(json!({})), None)
+            .await;
         assert_eq!(status, 201, "{refund}");
         let payment = client.payment(&payment_id).await;
         assert_eq!(payment["status"], "REFUNDED");
         assert_eq!(payment["refundedAmount"], "60.00");
         assert_eq!(client.balance(&heidi).await, "100.00");
-        let (status, reply) = client.send(reqwest::Method::POST, &path, Some(json!({"amount": "1"})), None).await;
-        assert_eq!(status, 422, "a refunded payment cannot be refunded again: {reply}");
+        let (status, reply) = client
+            .send(
+                reqwest::Method::POST,
+                &path,
+                Some(json!({"amount": "1"})),
+                None,
+            )
+            .await;
+        assert_eq!(
+            status, 422,
+            "a refunded payment cannot be refunded again: {reply}"
+        );
     });
 }
 
@@ -303,23 +421,50 @@ fn the_circuit_breaker_opens_stops_calls_and_recovers() {
             ("SUCCESS_THRESHOLD".to_owned(), "1".to_owned()),
             ("BREAKER_CACHE_TTL_MS".to_owned(), "0".to_owned()),
         ]);
-        let cloud = LocalCloud::start(options(function_env)).await.expect("the local cloud starts");
+        let cloud = LocalCloud::start(options(function_env))
+            .await
+            .expect("the local cloud starts");
         let client = Client::new(&cloud);
         let ivan = user("ivan");
         client.credit(&ivan, "1000").await;
-        client.gateway(reqwest::Method::POST, "/control/mode", Some(json!({"mode": "error"}))).await;
+        client
+            .gateway(
+                reqwest::Method::POST,
+                "/control/mode",
+                Some(json!({"mode": "error"})),
+            )
+            .await;
         // Enough failing charges to open the circuit (each is retried by the saga).
         let payment = client.settled(&client.pay(&ivan, "10").await).await;
         assert_eq!(payment["status"], "FAILED");
-        let calls_when_open = client.gateway(reqwest::Method::GET, "/control/stats", None).await["total"].clone();
+        let calls_when_open = client
+            .gateway(reqwest::Method::GET, "/control/stats", None)
+            .await["total"]
+            .clone();
         let payment = client.settled(&client.pay(&ivan, "10").await).await;
         assert_eq!(payment["status"], "FAILED");
         assert_eq!(payment["failureReason"], "CIRCUIT_OPEN", "{payment}");
-        let calls_after = client.gateway(reqwest::Method::GET, "/control/stats", None).await["total"].clone();
-        assert_eq!(calls_when_open, calls_after, "an open circuit makes no gateway call");
-        assert_eq!(client.balance(&ivan).await, "1000.00", "every failed payment was compensated");
+        let calls_after = client
+            .gateway(reqwest::Method::GET, "/control/stats", None)
+            .await["total"]
+            .clone();
+        assert_eq!(
+            calls_when_open, calls_after,
+            "an open circuit makes no gateway call"
+        );
+        assert_eq!(
+            client.balance(&ivan).await,
+            "1000.00",
+            "every failed payment was compensated"
+        );
         // Recovery: the gateway heals, the open period passes, a probe closes the circuit.
-        client.gateway(reqwest::Method::POST, "/control/mode", Some(json!({"mode": "normal"}))).await;
+        client
+            .gateway(
+                reqwest::Method::POST,
+                "/control/mode",
+                Some(json!({"mode": "normal"})),
+            )
+            .await;
         tokio::time::sleep(Duration::from_millis(2_200)).await;
         let payment = client.settled(&client.pay(&ivan, "10").await).await;
         assert_eq!(payment["status"], "COMPLETED", "{payment}");
