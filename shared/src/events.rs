@@ -232,6 +232,18 @@ pub enum ChargeStatus {
     NotFound,
 }
 
+impl ChargeStatus {
+    /// The wire name the state machine's `Choice` rules compare against.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approved => "APPROVED",
+            Self::Pending => "PENDING",
+            Self::Declined => "DECLINED",
+            Self::NotFound => "NOT_FOUND",
+        }
+    }
+}
+
 /// What `payments-adapter` returns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -301,6 +313,17 @@ mod tests {
                 checks: 0
             }
         );
+    }
+
+    #[test]
+    fn charge_status_names_are_its_wire_names() {
+        use ChargeStatus::*;
+        for status in [Approved, Pending, Declined, NotFound] {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                json!(status.as_str())
+            );
+        }
     }
 
     #[test]

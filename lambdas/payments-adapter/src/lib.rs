@@ -176,7 +176,7 @@ async fn charge(
         "CHARGE",
         payment_id,
         deps.gateway.charge(&payment_id, user_id, amount),
-        |charge: &GatewayCharge| status_name(charge.status),
+        |charge: &GatewayCharge| ChargeStatus::as_str(charge.status),
     );
     let charge = guarded(deps, call).await?;
     match charge.status {
@@ -214,7 +214,7 @@ async fn status(
         |found: &Option<GatewayCharge>| {
             found
                 .as_ref()
-                .map_or("NOT_FOUND", |c| status_name(c.status))
+                .map_or("NOT_FOUND", |c| ChargeStatus::as_str(c.status))
         },
     );
     let found = guarded(deps, call).await?;
@@ -279,15 +279,6 @@ async fn observed<T>(
             latency_ms, error = %err, "gateway call failed"),
     }
     result
-}
-
-fn status_name(status: ChargeStatus) -> &'static str {
-    match status {
-        ChargeStatus::Approved => "APPROVED",
-        ChargeStatus::Pending => "PENDING",
-        ChargeStatus::Declined => "DECLINED",
-        ChargeStatus::NotFound => "NOT_FOUND",
-    }
 }
 
 #[cfg(test)]
