@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-# The end-to-end tests run the real Lambda and mock-gateway binaries.
+# The end-to-end tests run the real Lambda and mock-gateway binaries, and the
+# Lambda runtime tests run local/examples/echo_lambda.
 echo "== building every binary (the end-to-end tests start them)"
-cargo build --workspace --bins
+cargo build --workspace --bins --examples
 
 status=0
 cargo test --workspace --all-targets --color never 2>&1 | tee "$log" || status=$?

@@ -1,5 +1,6 @@
 //! The Lambda emulation against a real lambda_runtime function
-//! (`examples/echo_lambda.rs`, built by `cargo test` into target/debug/examples).
+//! (`examples/echo_lambda.rs`, built into target/debug/examples by
+//! `cargo build --examples`, which scripts/test.sh runs first).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -24,7 +25,7 @@ fn examples_dir() -> PathBuf {
     let dir = exe.parent().unwrap().parent().unwrap().join("examples");
     assert!(
         dir.join("echo_lambda").is_file(),
-        "{}/echo_lambda missing: run `cargo test -p local` (it builds the examples)",
+        "{}/echo_lambda missing: run `cargo build -p local --examples` (scripts/test.sh does)",
         dir.display()
     );
     dir
