@@ -1,6 +1,9 @@
-//! Command-line client (pay, wallet, refund, flow monitor, bench). Filled by the DX issue.
+//! `saga`: see `saga --help`.
 
-fn main() {
-    eprintln!("cli: not implemented yet");
-    std::process::exit(1);
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = cli::args::Cli::parse();
+    cli::commands::run(cli).await
 }

@@ -1,0 +1,175 @@
+//! The command line: `saga <command>`. Every subcommand has its own `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::api::DEFAULT_API_URL;
+
+/// saga — pay, watch the saga, inspect wallets and payments, refund, benchmark.
+///
+/// Talks to the payments HTTP API (the local cloud's 3001 by default) and to Step
+/// Functions (the local edge on 4566 by default; a real AWS account when --profile or
+/// --region is given). Exit codes: 0 the expected outcome, 1 another outcome or a failed
+/// call, 2 usage errors and timeouts.
+#[derive(Debug, Parser)]
+#[command(name = "saga", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Base URL of the payments API.
+    #[arg(long, env = "API_URL", default_value = DEFAULT_API_URL, global = true)]
+    pub api_url: String,
+    /// Step Functions endpoint (default: the local edge, http://127.0.0.1:4566, unless
+    /// --profile or --region is given).
+    #[arg(long, env = "SFN_ENDPOINT_URL", global = true)]
+    pub endpoint_url: Option<String>,
+    /// AWS profile: watch executions of a deployed stack.
+    #[arg(long, env = "AWS_PROFILE", global = true, hide_env_values = true)]
+    pub profile: Option<String>,
+    /// AWS region of a deployed stack.
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Machine-readable JSON output instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a payment (POST /payments); --watch follows it through the saga.
+    Pay(PayArgs),
+    /// Follow a payment through the saga, live, state by state.
+    Monitor(MonitorArgs),
+    /// Show a wallet or credit (top up) it.
+    #[command(subcommand)]
+    Wallet(WalletCommand),
+    /// Show one payment (with its event timeline) or list a user's payments.
+    #[command(subcommand)]
+    Payment(PaymentCommand),
+    /// Refund a completed payment, fully or partially.
+    Refund(RefundArgs),
+    /// Recent saga executions with their histories (what `make logs-stepfunction` prints).
+    Executions(ExecutionsArgs),
+    /// Load benchmark against the running local cloud (see `make bench`).
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PayArgs {
+    /// Who pays (1–64 of A-Z a-z 0-9 _ . -).
+    #[arg(long, short = 'u', default_value = "user_test_001")]
+    pub user: String,
+    /// Exact decimal amount, e.g. 50 or 12.34 (never rounded: extra decimals are refused).
+    #[arg(long, short = 'a')]
+    pub amount: String,
+    /// ISO 4217 currency code.
+    #[arg(long, short = 'c', default_value = "USD")]
+    pub currency: String,
+    /// Your order reference.
+    #[arg(long)]
+    pub order_id: Option<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Idempotency-Key header: the same key and body replay the first answer.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Follow the payment through the saga with the flow monitor.
+    #[arg(long, short = 'w')]
+    pub watch: bool,
+    #[command(flatten)]
+    pub watch_options: WatchOptions,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WatchOptions {
+    /// The payment status that counts as success (exit 0); anything else exits 1.
+    #[arg(long, default_value = "COMPLETED", value_parser = ["COMPLETED", "FAILED", "RECONCILIATION_REQUIRED", "REFUNDED", "PARTIALLY_REFUNDED"])]
+    pub expect: String,
+    /// Give up (exit 2) after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// How often to read the execution history, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub poll_ms: u64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct MonitorArgs {
+    /// A payment id (pay_…) or an execution ARN.
+    pub target: String,
+    #[command(flatten)]
+    pub watch_options: WatchOptions,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalletCommand {
+    /// Balances of a user, per currency.
+    Show {
+        #[arg(default_value = "user_test_001")]
+        user: String,
+    },
+    /// Top up a wallet (creates it on the first credit).
+    Credit {
+        #[arg(default_value = "user_test_001")]
+        user: String,
+        #[arg(long, short = 'a', default_value = "1000")]
+        amount: String,
+        #[arg(long, short = 'c', default_value = "USD")]
+        currency: String,
+        /// Your reference for the top-up.
+        #[arg(long)]
+        reference: Option<String>,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PaymentCommand {
+    /// One payment with its event timeline and refunds.
+    Show { payment_id: String },
+    /// A user's payments, newest first.
+    List {
+        #[arg(default_value = "user_test_001")]
+        user: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Cursor from the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RefundArgs {
+    pub payment_id: String,
+    /// Partial amount; the whole remaining amount when left out.
+    #[arg(long, short = 'a')]
+    pub amount: Option<String>,
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ExecutionsArgs {
+    /// How many of the most recent executions.
+    #[arg(long, short = 'n', default_value_t = 5)]
+    pub limit: u32,
+    /// Print each execution's history, state by state.
+    #[arg(long)]
+    pub history: bool,
+}
+
+/// Where `bench` writes its JSON.
+pub fn default_bench_dir() -> PathBuf {
+    PathBuf::from("target/bench")
+}

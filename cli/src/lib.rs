@@ -1,0 +1,11 @@
+//! `saga`: the command-line client of the payment saga — pay, wallets, refunds,
+//! the live flow monitor and the load benchmark.
+
+pub mod api;
+pub mod args;
+pub mod bench;
+pub mod commands;
+pub mod error;
+pub mod monitor;
+pub mod output;
+pub mod stepfunctions;
