@@ -11,7 +11,9 @@ TOOLS_PATH := $(CURDIR)/$(TOOLS_VENV)/bin:$(PATH)
 STACK_NAME ?= payment-saga-dev
 
 .PHONY: help setup fmt fmt-check clippy lint test test-unit test-contract build clean
-.PHONY: start-local stop-all status demo logs-lambda
+.PHONY: start-local stop-all status demo logs-lambda logs-stepfunction
+.PHONY: test-payment test-payment-small test-payment-large test-payment-fail test-payment-custom
+.PHONY: test-refund test-e2e test-circuit-breaker test-curl-wallet-credit test-check-wallet-balance
 .PHONY: tools validate-template build-all build-lambda sam-build deploy
 
 help: ## List the targets
@@ -50,7 +52,7 @@ test-contract: ## The store contract suite against the in-memory store and Dynam
 
 start-local: ## Start the local cloud (4566 AWS edge, 3001 API, 3000 gateway) and run a demo payment
 	@./scripts/local.sh start
-	@./scripts/local.sh demo
+	@USER_ID=demo_user ./scripts/tester.sh pay 50 --fund
 
 stop-all: ## Stop the local cloud and everything it started
 	@./scripts/local.sh stop
@@ -58,12 +60,48 @@ stop-all: ## Stop the local cloud and everything it started
 status: ## Is the local cloud running, and where
 	@./scripts/local.sh status
 
-demo: ## One demo payment against the running local cloud
-	@./scripts/local.sh demo
+demo: ## One demo payment (50 USD, demo_user) through the flow monitor
+	@USER_ID=demo_user ./scripts/tester.sh pay 50 --fund
 
 logs-lambda: ## Tail one function's log: make logs-lambda NAME=wallet-service
 	@test -n "$(NAME)" || { echo "usage: make logs-lambda NAME=<function>"; exit 2; }
 	@tail -n 100 .local/logs/$(NAME).log
+
+logs-stepfunction: ## The recent saga executions with their histories (LIMIT=5)
+	@./scripts/tester.sh executions
+
+# --- Tester targets: each starts the local cloud when it is not running ------------------
+# USER_ID (user_test_001), CURRENCY (USD), ORDER_ID, AMOUNT apply where they make sense.
+
+test-payment: ## 50 USD through the flow monitor (tops the wallet up if short)
+	@./scripts/tester.sh pay 50 --fund
+
+test-payment-small: ## 10 USD through the flow monitor
+	@./scripts/tester.sh pay 10 --fund
+
+test-payment-large: ## 500 USD through the flow monitor
+	@./scripts/tester.sh pay 500 --fund
+
+test-payment-fail: ## 5000 USD → insufficient funds; passes because FAILED is the expected outcome
+	@./scripts/tester.sh fail
+
+test-payment-custom: ## Any of USER_ID= AMOUNT= CURRENCY= ORDER_ID= (no top-up: your wallet, your rules)
+	@./scripts/tester.sh pay "$${AMOUNT:-100}"
+
+test-refund: ## A 50 USD payment, then a refund (AMOUNT= for a partial one), then the payment
+	@./scripts/tester.sh refund
+
+test-e2e: ## The scenario suite against the local cloud, ending "N passed, M failed"
+	@./scripts/tester.sh e2e
+
+test-circuit-breaker: ## Breaker opens, payments fail fast + compensated, gateway calls frozen, recovery (~40 s)
+	@./scripts/tester.sh breaker
+
+test-curl-wallet-credit: ## curl: credit USER_ID's wallet with AMOUNT (1000) CURRENCY (USD)
+	@./scripts/tester.sh credit
+
+test-check-wallet-balance: ## curl: USER_ID's balances
+	@./scripts/tester.sh balance
 
 clean: stop-all ## Stop the local cloud, remove build output and local data
 	$(CARGO) clean
@@ -97,3 +135,15 @@ sam-build: tools ## sam build (rust-cargolambda, no Docker) into .aws-sam/build
 
 deploy: ## Print the deploy procedure (runs nothing: this workplace has no AWS account)
 	@./scripts/deploy-help.sh "$(STACK_NAME)"
+
+# --- Performance (issue 6; README "Performance") ----------------------------------------
+# Release build, a local cloud of its own on 4576/3011/3010 (in memory), results in
+# target/bench/. Sequential latency: make bench N=100 C=1. Figures: README "Performance".
+
+.PHONY: bench bench-cold-start
+
+bench: ## Load benchmark, floor, cold starts, cost per 1M payments: make bench N=2000 C=32 U=200 MODE=approve_all HOT=1
+	@N="$(N)" C="$(C)" U="$(U)" MODE="$(MODE)" HOT="$(HOT)" COLD="$(COLD)" FLOOR="$(FLOOR)" ./scripts/bench.sh
+
+bench-cold-start: ## Cold starts (median of COLD=10), peak RSS and binary sizes, after a short load for real events
+	@N=50 C=4 U=10 FLOOR=0 WARMUP=8 COLD="$(COLD)" ./scripts/bench.sh

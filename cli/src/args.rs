@@ -57,6 +57,8 @@ pub enum Command {
     Refund(RefundArgs),
     /// Recent saga executions with their histories (what `make logs-stepfunction` prints).
     Executions(ExecutionsArgs),
+    /// The end-to-end scenario suite against the running stack (`make test-e2e`).
+    Scenarios(crate::scenarios::ScenariosArgs),
     /// Load benchmark against the running local cloud (see `make bench`).
     Bench(crate::bench::BenchArgs),
 }
@@ -80,6 +82,10 @@ pub struct PayArgs {
     /// Idempotency-Key header: the same key and body replay the first answer.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Top up the wallet first when it is missing or holds less than the amount
+    /// (1000.00, or the shortfall if larger): a tester's convenience.
+    #[arg(long)]
+    pub fund: bool,
     /// Follow the payment through the saga with the flow monitor.
     #[arg(long, short = 'w')]
     pub watch: bool,

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use rust_decimal::Decimal;
 use serde_json::Value;
 
 use crate::api::{Api, NewPayment};
@@ -24,6 +25,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Payment(command) => payment(&global, command).await,
         Command::Refund(args) => refund(&global, args).await,
         Command::Executions(args) => executions(&global, args).await,
+        Command::Scenarios(args) => crate::scenarios::run(&global, args).await,
         Command::Bench(args) => crate::bench::run(&global, args).await,
     };
     match outcome {
@@ -65,6 +67,9 @@ async fn pay(global: &Global, args: &PayArgs) -> CliResult<ExitCode> {
         order_id: args.order_id.clone(),
         description: args.description.clone(),
     };
+    if args.fund {
+        fund(&api, &request, global.json).await?;
+    }
     if !args.watch {
         let created = api
             .create_payment(&request, args.idempotency_key.as_deref())
@@ -107,6 +112,43 @@ async fn pay(global: &Global, args: &PayArgs) -> CliResult<ExitCode> {
     monitor
         .watch(&execution_arn, Some(before.unwrap_or_else(|| "0".into())))
         .await
+}
+
+/// Tops the wallet up so it covers the payment (`pay --fund`).
+async fn fund(api: &Api, request: &NewPayment, quiet: bool) -> CliResult<()> {
+    let Ok(amount) = request.amount.parse::<Decimal>() else {
+        // Not a number: let the API say what is wrong with it.
+        return Ok(());
+    };
+    let balance = api
+        .balance(&request.user_id, &request.currency)
+        .await?
+        .and_then(|wallet| wallet.balance.parse::<Decimal>().ok());
+    let short = match balance {
+        Some(balance) if balance >= amount => return Ok(()),
+        Some(balance) => amount - balance,
+        None => amount,
+    };
+    let top_up = short.max(Decimal::from(1000)).to_string();
+    let reply = api
+        .credit(
+            &request.user_id,
+            &top_up,
+            &request.currency,
+            Some("saga pay --fund"),
+            None,
+        )
+        .await?;
+    if !quiet {
+        println!(
+            "💰 topped up {} with {} {} (balance {})",
+            request.user_id,
+            reply["amount"].as_str().unwrap_or(&top_up),
+            request.currency,
+            reply["balance"].as_str().unwrap_or("-")
+        );
+    }
+    Ok(())
 }
 
 async fn monitor(global: &Global, args: &MonitorArgs) -> CliResult<ExitCode> {

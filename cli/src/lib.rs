@@ -8,4 +8,5 @@ pub mod commands;
 pub mod error;
 pub mod monitor;
 pub mod output;
+pub mod scenarios;
 pub mod stepfunctions;

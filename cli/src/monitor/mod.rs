@@ -149,6 +149,9 @@ pub struct Summary {
     pub amount: String,
     pub currency: String,
     pub initial_balance: Option<String>,
+    /// `initialBalance` was read before the payment was sent (`pay --watch`);
+    /// when false it is the balance the monitor found when it started.
+    pub initial_balance_before_payment: bool,
     pub final_balance: Option<String>,
     pub total_ms: i64,
     pub error: Option<String>,
@@ -177,6 +180,7 @@ impl Monitor<'_> {
         let mut flow = Flow::new();
         let mut last_id = 0_i64;
         let mut details: Option<Details> = None;
+        let before_payment = initial_balance.is_some();
         let mut balance_before = initial_balance;
         let mut current_state = String::from("(not started)");
         let mut failure: (Option<String>, Option<String>) = (None, None);
@@ -193,7 +197,12 @@ impl Monitor<'_> {
                     {
                         balance_before = self.balance(found).await;
                     }
-                    self.banner(execution_arn, found.as_ref(), balance_before.as_deref());
+                    self.banner(
+                        execution_arn,
+                        found.as_ref(),
+                        balance_before.as_deref(),
+                        before_payment,
+                    );
                     details = found;
                 }
                 for line in flow.push(&event) {
@@ -257,6 +266,7 @@ impl Monitor<'_> {
             amount: details.amount.clone(),
             currency: details.currency.clone(),
             initial_balance: balance_before,
+            initial_balance_before_payment: before_payment,
             final_balance,
             total_ms,
             error: failure.0,
@@ -294,13 +304,20 @@ impl Monitor<'_> {
         }
     }
 
-    fn banner(&self, execution_arn: &str, details: Option<&Details>, balance: Option<&str>) {
+    fn banner(
+        &self,
+        execution_arn: &str,
+        details: Option<&Details>,
+        balance: Option<&str>,
+        before_payment: bool,
+    ) {
         if self.json {
             let out = json!({
                 "event": "started",
                 "executionArn": execution_arn,
                 "payment": details,
                 "initialBalance": balance,
+                "initialBalanceBeforePayment": before_payment,
             });
             println!("{out}");
             return;
@@ -320,9 +337,14 @@ impl Monitor<'_> {
         println!("   Execution: {}", s.paint(Color::Dim, execution_arn));
         println!("{}", s.paint(Color::Dim, RULE));
         let currency = details.map(|d| d.currency.as_str()).unwrap_or_default();
+        let label = if before_payment {
+            "Initial Wallet Balance"
+        } else {
+            "Wallet Balance (as the monitor starts)"
+        };
         match balance {
-            Some(balance) => println!("💰 Initial Wallet Balance: {balance} {currency}"),
-            None => println!("💰 Initial Wallet Balance: (no wallet)"),
+            Some(balance) => println!("💰 {label}: {balance} {currency}"),
+            None => println!("💰 {label}: (no wallet)"),
         }
         println!("{}", s.paint(Color::Dim, RULE));
         println!();
@@ -372,8 +394,13 @@ impl Monitor<'_> {
         }
         println!("   Amount: {} {}", summary.amount, summary.currency);
         let show = |b: &Option<String>| b.clone().unwrap_or_else(|| "-".to_owned());
+        let since = if summary.initial_balance_before_payment {
+            ""
+        } else {
+            " (from when the monitor started)"
+        };
         println!(
-            "   Balance: {} → {} {}",
+            "   Balance: {} → {} {}{since}",
             show(&summary.initial_balance),
             show(&summary.final_balance),
             summary.currency
@@ -386,8 +413,30 @@ impl Monitor<'_> {
         if let Some(cause) = &summary.cause {
             println!("   Cause: {cause}");
         }
+        if !summary.as_expected
+            && let Some(hint) = hint(summary.failure_reason.as_deref())
+        {
+            println!("   {} {hint}", s.paint(Color::Yellow, "hint:"));
+        }
         println!("{}", s.paint(Color::Dim, RULE));
     }
+}
+
+/// What a tester can do about an unexpected failure.
+fn hint(failure_reason: Option<&str>) -> Option<&'static str> {
+    Some(match failure_reason? {
+        "WALLET_NOT_FOUND" => {
+            "the user has no wallet in this currency: `make test-curl-wallet-credit USER_ID=…` \
+             or `saga wallet credit <user>`"
+        }
+        "INSUFFICIENT_FUNDS" => "top the wallet up: `saga wallet credit <user> --amount …`",
+        "CIRCUIT_OPEN" => {
+            "the gateway breaker is open after repeated failures; it probes again after \
+             OpenSeconds (30 s locally)"
+        }
+        "PAYMENT_DECLINED" => "the gateway declined it (mock gateway: amounts ending in .13)",
+        _ => return None,
+    })
 }
 
 fn seconds(ms: i64) -> String {

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The tester's make targets (test-payment*, test-refund, test-e2e, test-circuit-breaker,
+# test-curl-*, logs-stepfunction). Each one starts the local cloud first when it is not
+# running, so no manual step is needed in between.
+#   scripts/tester.sh pay AMOUNT [saga pay options…]    one payment through the flow monitor
+#   scripts/tester.sh refund                            a 50.00 payment, then a full refund
+#   scripts/tester.sh credit | balance                  the wallet, with curl
+#   scripts/tester.sh e2e | breaker | executions
+# Environment: USER_ID (user_test_001), CURRENCY (USD), ORDER_ID, AMOUNT, API_URL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+API=${API_URL:-http://127.0.0.1:3001}
+USER_ID=${USER_ID:-user_test_001}
+CURRENCY=${CURRENCY:-USD}
+SAGA=./target/debug/saga
+
+ensure_local() {
+    if [ "$API" = "http://127.0.0.1:3001" ] && ! curl -sf "$API/health" >/dev/null 2>&1; then
+        echo "== the local cloud is not running: starting it (make start-local)"
+        ./scripts/local.sh start
+    fi
+    if ! curl -sf "$API/health" >/dev/null 2>&1; then
+        echo "error: nothing answers at $API/health; run \`make start-local\` first" >&2
+        exit 2
+    fi
+    # The CLI is small next to the rest; build it only when missing or stale.
+    cargo build --quiet -p cli --bin saga
+}
+
+pay() {
+    local amount=$1; shift
+    local args=(pay --user "$USER_ID" --amount "$amount" --currency "$CURRENCY" --watch)
+    if [ -n "${ORDER_ID:-}" ]; then args+=(--order-id "$ORDER_ID"); fi
+    exec "$SAGA" "${args[@]}" "$@"
+}
+
+case "${1:-}" in
+    pay)
+        shift
+        amount=${1:?usage: scripts/tester.sh pay AMOUNT [options]}; shift
+        ensure_local
+        pay "$amount" "$@"
+        ;;
+    fail)
+        # 5000 on a wallet that holds less: the saga must fail it, and give nothing away.
+        ensure_local
+        if ! "$SAGA" wallet show "$USER_ID" >/dev/null 2>&1; then
+            "$SAGA" wallet credit "$USER_ID" --amount 1000 --currency "$CURRENCY"
+        fi
+        pay 5000 --expect FAILED
+        ;;
+    refund)
+        ensure_local
+        echo "== a 50.00 $CURRENCY payment for $USER_ID"
+        created=$("$SAGA" --json pay --user "$USER_ID" --amount 50 --currency "$CURRENCY" --fund)
+        id=$(printf '%s\n' "$created" | python3 -c 'import sys,json; print(json.loads(sys.stdin.read())["paymentId"])')
+        "$SAGA" monitor "$id"
+        echo
+        echo "== refunding ${AMOUNT:-the whole} ${AMOUNT:+$CURRENCY }of $id"
+        if [ -n "${AMOUNT:-}" ]; then "$SAGA" refund "$id" --amount "$AMOUNT" --reason "make test-refund"
+        else "$SAGA" refund "$id" --reason "make test-refund"; fi
+        echo
+        "$SAGA" payment show "$id"
+        echo
+        "$SAGA" wallet show "$USER_ID"
+        ;;
+    credit)
+        ensure_local
+        amount=${AMOUNT:-1000}
+        body="{\"amount\":\"$amount\",\"currency\":\"$CURRENCY\",\"reference\":\"make test-curl-wallet-credit\"}"
+        echo "curl -s -X POST $API/wallets/$USER_ID/credit -H 'Content-Type: application/json' -d '$body'"
+        curl -s -X POST "$API/wallets/$USER_ID/credit" -H 'Content-Type: application/json' -d "$body" \
+            | python3 -m json.tool
+        ;;
+    balance)
+        ensure_local
+        echo "curl -s $API/wallets/$USER_ID"
+        curl -s "$API/wallets/$USER_ID" | python3 -m json.tool
+        ;;
+    e2e)
+        ensure_local
+        exec "$SAGA" scenarios
+        ;;
+    breaker)
+        ensure_local
+        exec "$SAGA" scenarios circuit-breaker
+        ;;
+    executions)
+        ensure_local
+        exec "$SAGA" executions --limit "${LIMIT:-5}" --history
+        ;;
+    *)
+        sed -n '2,9p' "$0" >&2
+        exit 2
+        ;;
+esac

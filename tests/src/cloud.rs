@@ -1,0 +1,55 @@
+//! An in-process local cloud for end-to-end tests: ephemeral loopback ports, an
+//! in-memory DynamoDB, a temp data dir and the real binaries from `target/debug`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use local::cloud::Options;
+
+use crate::backend::repo_root;
+
+/// Waits and retry intervals run 20x faster than real time.
+pub const TIME_SCALE: f64 = 0.05;
+
+/// `target/debug`, checked to hold every binary the cloud starts plus `extra`.
+pub fn bin_dir(extra: &[&str]) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo_root().join("target"), PathBuf::from);
+    let dir = target.join("debug");
+    for binary in [
+        "local",
+        "mock-gateway",
+        "api-handler",
+        "invoice-processor",
+        "wallet-service",
+        "payments-adapter",
+        "refund-service",
+    ]
+    .iter()
+    .chain(extra)
+    {
+        assert!(
+            dir.join(binary).exists(),
+            "{binary} is not built: run `cargo build --workspace --bins` first"
+        );
+    }
+    dir
+}
+
+/// Options for a throwaway cloud; `function_env` overrides Lambda environment.
+pub fn options(function_env: BTreeMap<String, String>) -> Options {
+    let data_dir = std::env::temp_dir().join(format!("saga-e2e-{}", ulid::Ulid::new()));
+    Options {
+        root: repo_root(),
+        data_dir,
+        in_memory: true,
+        bin_dir: bin_dir(&[]),
+        edge_port: 0,
+        api_port: 0,
+        gateway_port: 0,
+        time_scale: TIME_SCALE,
+        instance_count_max: 6,
+        gateway_pending_delay_ms: 300,
+        function_env,
+    }
+}
