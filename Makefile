@@ -19,7 +19,7 @@ STACK_NAME ?= payment-saga-dev
 help: ## List the targets
 	@if [ -t 1 ] && [ -z "$${NO_COLOR:-}" ]; then c='\033[36m'; r='\033[0m'; else c=''; r=''; fi; \
 	grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
-		awk -v c="$$c" -v r="$$r" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-22s%s %s\n", c, $$1, r, $$2}'
+		awk -v c="$$c" -v r="$$r" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-27s%s %s\n", c, $$1, r, $$2}'
 
 setup: ## Make the scripts executable and check the toolchain (rustfmt, clippy)
 	@chmod +x scripts/*.sh .ci/run

@@ -22,6 +22,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Where (every command)")]
 pub struct Global {
     /// Base URL of the payments API.
     #[arg(long, env = "API_URL", default_value = DEFAULT_API_URL, global = true)]
@@ -30,8 +31,9 @@ pub struct Global {
     /// --profile or --region is given).
     #[arg(long, env = "SFN_ENDPOINT_URL", global = true)]
     pub endpoint_url: Option<String>,
-    /// AWS profile: watch executions of a deployed stack.
-    #[arg(long, env = "AWS_PROFILE", global = true, hide_env_values = true)]
+    /// AWS profile: read Step Functions of a deployed stack (AWS_PROFILE alone does
+    /// not switch away from the local cloud).
+    #[arg(long, global = true)]
     pub profile: Option<String>,
     /// AWS region of a deployed stack.
     #[arg(long, global = true)]
@@ -77,6 +79,7 @@ pub struct PayArgs {
     /// Your order reference.
     #[arg(long)]
     pub order_id: Option<String>,
+    /// Free text stored with the payment.
     #[arg(long)]
     pub description: Option<String>,
     /// Idempotency-Key header: the same key and body replay the first answer.
