@@ -64,7 +64,16 @@ demo() {
 }
 
 status() {
-    if running; then echo "local cloud running (pid $(cat "$PID_FILE"))"; cat "$DATA/endpoints.json" 2>/dev/null || true
+    if running; then
+        echo "local cloud running (pid $(cat "$PID_FILE"))"; cat "$DATA/endpoints.json" 2>/dev/null || true
+        # Lambda instances, from the edge's local-only admin route (local/src/lambda/invoke_api.rs).
+        curl -sf -m 5 "$EDGE/_local/lambda/stats" 2>/dev/null | python3 -c '
+import sys, json
+for f in json.load(sys.stdin)["functions"]:
+    print("   %-28s instances %d (busy %d)  invocations %d  crashes %d  timeouts %d" % (
+        f["functionName"], f["instanceCountAlive"], f["instanceCountBusy"],
+        f["invocationCount"], f["crashCount"], f["timeoutCount"]))
+' || true
     else echo "local cloud not running (make start-local)"; fi
 }
 

@@ -3,6 +3,7 @@
 //! it does, in this order (all fields optional):
 //!
 //! - `"sleepMs": n` — sleep first (to test timeouts, concurrency and kills);
+//! - `"touch": path` — create that file (a side effect a test can look for);
 //! - `"error": {"type": t, "message": m}` — fail with that errorType;
 //! - `"exit": code` — exit the process mid-invocation (a crash);
 //! - `"panic": message` — panic in the handler;
@@ -21,6 +22,9 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
     let (input, context) = event.into_parts();
     if let Some(sleep_ms) = input.get("sleepMs").and_then(Value::as_u64) {
         tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+    }
+    if let Some(path) = input.get("touch").and_then(Value::as_str) {
+        std::fs::write(path, context.request_id.as_bytes())?;
     }
     if let Some(error) = input.get("error") {
         let text = |field: &str| error.get(field).and_then(Value::as_str).unwrap_or_default();

@@ -184,7 +184,8 @@ impl LocalCloud {
         let edge_router = edge::router(
             dynamo.endpoint(),
             Arc::new(StepFunctionsApi(Arc::clone(&step_functions))),
-            crate::lambda::invoke_routes(Arc::clone(&lambda)),
+            crate::lambda::invoke_routes(Arc::clone(&lambda))
+                .merge(crate::lambda::admin_routes(Arc::clone(&lambda))),
         );
         let api_router = apigw::router(&template.functions, invoker);
         let servers = vec![
@@ -208,11 +209,14 @@ impl LocalCloud {
     }
 
     /// Stops everything it started; no child process is left behind.
+    /// Executions in flight are frozen first, before the functions they call
+    /// go away, so that the next start resumes them (see [`crate::sfn`]).
     pub async fn shutdown(mut self) {
         for (stop, task) in self.servers.drain(..) {
             let _ = stop.send(());
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
+        self.step_functions.shutdown();
         self.lambda.shutdown().await;
         if let Some(mut gateway) = self.gateway.take() {
             let _ = gateway.kill().await;

@@ -3,6 +3,17 @@
 //! JSON 1.0 protocol (`X-Amz-Target` names the operation), the Lambda Invoke
 //! API is REST. `aws --endpoint-url http://127.0.0.1:4566 …` and the AWS SDKs
 //! work against it unchanged.
+//!
+//! Besides the AWS APIs, the local cloud mounts here (under `/_local/`, a
+//! prefix no AWS API uses) the Lambda service's admin routes, for tests and
+//! operators — see [`crate::lambda::admin_routes`]:
+//!
+//! ```text
+//! curl -s localhost:4566/_local/lambda/stats
+//! curl -s -XPOST localhost:4566/_local/lambda/functions/local-wallet-service/hold-next-result \
+//!      -d '{"match":{"action":"DEBIT","userId":"demo_user"}}'
+//! curl -s -XPOST localhost:4566/_local/lambda/functions/local-wallet-service/kill-busy-instance
+//! ```
 
 use std::sync::Arc;
 
@@ -13,6 +24,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use axum::routing::get;
 use serde_json::{Value, json};
+
+mod dynamo_stats;
+
+pub use dynamo_stats::{DynamoStats, OperationStats};
 
 /// DynamoDB accepts request bodies up to 16 MB.
 pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -48,6 +63,7 @@ struct EdgeState {
     dynamo_endpoint: Arc<str>,
     http: reqwest::Client,
     step_functions: Arc<dyn JsonService>,
+    dynamo_stats: Arc<DynamoStats>,
 }
 
 /// The edge router; `lambda` carries the Lambda REST API routes.
@@ -60,10 +76,12 @@ pub fn router(
         dynamo_endpoint: Arc::from(dynamo_endpoint),
         http: reqwest::Client::new(),
         step_functions,
+        dynamo_stats: Arc::new(DynamoStats::default()),
     };
     let json_protocol = Router::new()
         .route("/", axum::routing::post(json_protocol).get(health))
         .route("/health", get(health))
+        .route("/_local/dynamodb/stats", get(dynamo_stats))
         .with_state(state);
     json_protocol.merge(lambda)
 }
@@ -90,8 +108,8 @@ async fn json_protocol(State(state): State<EdgeState>, request: Request<Body>) -
             message: "request body too large".into(),
         });
     };
-    if target.starts_with(DYNAMODB_PREFIX) {
-        return forward_to_dynamo(&state, &parts.headers, body.to_vec()).await;
+    if let Some(operation) = target.strip_prefix(DYNAMODB_PREFIX) {
+        return forward_to_dynamo(&state, operation, &parts.headers, body.to_vec()).await;
     }
     if let Some(operation) = target.strip_prefix(STEP_FUNCTIONS_PREFIX) {
         let input: Value = if body.is_empty() {
@@ -118,13 +136,25 @@ async fn json_protocol(State(state): State<EdgeState>, request: Request<Body>) -
     ))
 }
 
-/// DynamoDB requests go to the embedded engine unchanged.
+/// `GET /_local/dynamodb/stats`: requests, errors and capacity units per
+/// DynamoDB operation since the start (see [`DynamoStats`]).
+async fn dynamo_stats(State(state): State<EdgeState>) -> Response<Body> {
+    json_response(
+        StatusCode::OK,
+        &json!({"operations": state.dynamo_stats.snapshot()}),
+    )
+}
+
+/// DynamoDB requests go to the embedded engine unchanged, except that they ask
+/// for their consumed capacity (counted in [`DynamoStats`]).
 async fn forward_to_dynamo(
     state: &EdgeState,
+    operation: &str,
     headers: &HeaderMap,
     body: Vec<u8>,
 ) -> Response<Body> {
-    let mut request = state.http.post(&*state.dynamo_endpoint).body(body);
+    let body = axum::body::Bytes::from(dynamo_stats::with_capacity_request(operation, body));
+    let mut request = state.http.post(&*state.dynamo_endpoint).body(body.clone());
     for name in [
         "x-amz-target",
         "content-type",
@@ -159,6 +189,9 @@ async fn forward_to_dynamo(
         }
     }
     let bytes = reply.bytes().await.unwrap_or_default();
+    state
+        .dynamo_stats
+        .record(operation, status.is_success(), &body, &bytes);
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     *response.headers_mut() = forwarded;

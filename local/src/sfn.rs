@@ -5,14 +5,24 @@
 //! GetExecutionHistory, ListExecutions, StopExecution, DescribeStateMachine,
 //! ListStateMachines.
 //!
-//! Executions are written to `<data dir>/executions/` as they start and end.
-//! After a restart, finished executions are listed as before, and executions
-//! that were running are started again from the beginning with their input:
-//! every task of the saga is idempotent by paymentId, so a re-run converges
-//! on the same outcome without moving money twice.
+//! Executions are written to `<data dir>/executions/`: `<name>.json` when
+//! they start and end, and while one runs, each history event is appended to
+//! `<name>.events.jsonl` as it is recorded. After a restart, finished
+//! executions are listed as before, and an execution that was running keeps
+//! its history and resumes: the last state it entered is entered again with
+//! the input recorded then (its events follow the earlier ones, ids
+//! continuing, without a second `ExecutionStarted`), so its history reads
+//! "…TaskStateEntered DebitWallet, LambdaFunctionScheduled, [restart]
+//! TaskStateEntered DebitWallet, …". Running that state's task again is safe
+//! because every task of the saga is idempotent by paymentId: a debit whose
+//! reply was lost in the restart is found in the ledger, not taken twice.
+//! Its TimeoutSeconds counts again from the restart (see
+//! [`crate::asl::resume_execution`]). A history that cannot be read back is
+//! skipped with a warning, as is a torn last line.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -24,7 +34,8 @@ use tokio::sync::watch;
 
 use crate::asl::{
     CancellationSignal, Clock, ExecutionContext, HistoryEvent, HistorySink, MemoryHistory, Outcome,
-    StateMachine, TaskFailure, TaskRunner, run_execution,
+    Resume, ResumeAt, StateMachine, TaskFailure, TaskRunner, resume_execution, resume_point,
+    run_execution,
 };
 use crate::edge::{ApiError, JsonService};
 use crate::template::{StateMachineSpec, Template};
@@ -114,9 +125,101 @@ struct ExecutionRecord {
 
 struct Execution {
     record: Mutex<ExecutionRecord>,
-    history: Arc<MemoryHistory>,
+    history: Arc<ExecutionHistory>,
     stop: watch::Sender<bool>,
     done: watch::Sender<bool>,
+    /// The task running it, while it runs ([`StepFunctions::shutdown`]).
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+/// An execution's history: in memory, and while the execution runs (with a
+/// store), appended event by event to its journal, so that a restart loses
+/// nothing already recorded.
+struct ExecutionHistory {
+    events: MemoryHistory,
+    journal: Mutex<Option<PathBuf>>,
+}
+
+impl ExecutionHistory {
+    fn new(journal: Option<PathBuf>) -> Self {
+        Self {
+            events: MemoryHistory::new(),
+            journal: Mutex::new(journal),
+        }
+    }
+
+    fn events(&self) -> Vec<HistoryEvent> {
+        self.events.events()
+    }
+
+    /// The execution ended and its record holds the whole history: the
+    /// journal is no longer needed.
+    fn close_journal(&self) {
+        if let Some(path) = lock(&self.journal).take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl HistorySink for ExecutionHistory {
+    fn record(&self, event: HistoryEvent) {
+        if let Some(path) = lock(&self.journal).as_ref() {
+            // Opened per event rather than kept open: thousands of executions
+            // may run at once, and that would be thousands of descriptors.
+            let appended = serde_json::to_vec(&event)
+                .map_err(std::io::Error::other)
+                .and_then(|mut line| {
+                    line.push(b'\n');
+                    let mut file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)?;
+                    std::io::Write::write_all(&mut file, &line)
+                });
+            if let Err(err) = appended {
+                tracing::error!(path = %path.display(), error = %err, "cannot journal a history event");
+            }
+        }
+        self.events.record(event);
+    }
+}
+
+/// Replaces a journal with `events` (written aside, then renamed).
+fn rewrite_journal(path: &Path, events: &[HistoryEvent]) {
+    let mut text = Vec::new();
+    for event in events {
+        if let Ok(line) = serde_json::to_vec(event) {
+            text.extend_from_slice(&line);
+            text.push(b'\n');
+        }
+    }
+    let temporary = path.with_extension("jsonl.tmp");
+    let written = std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(err) = written {
+        tracing::error!(path = %path.display(), error = %err, "cannot rewrite a history journal");
+    }
+}
+
+/// Reads a journal back; a line that does not parse (the last one, torn by
+/// a crash) ends it.
+fn read_journal(path: &Path) -> Vec<HistoryEvent> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let mut events = Vec::new();
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
+        match serde_json::from_str::<Value>(line)
+            .ok()
+            .and_then(|value| HistoryEvent::from_value(&value).ok())
+        {
+            Some(event) => events.push(event),
+            None => {
+                tracing::warn!(path = %path.display(), "ignoring an unreadable journal line and what follows");
+                break;
+            }
+        }
+    }
+    events
 }
 
 struct Machine {
@@ -133,6 +236,8 @@ pub struct StepFunctions {
     runner: Arc<dyn TaskRunner>,
     clock: Arc<dyn Clock>,
     store_dir: Option<PathBuf>,
+    /// Set by [`StepFunctions::shutdown`]: nothing starts or runs any more.
+    frozen: AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,9 +297,27 @@ impl StepFunctions {
             runner,
             clock,
             store_dir,
+            frozen: AtomicBool::new(false),
         });
         service.restore()?;
         Ok(service)
+    }
+
+    /// Freezes every running execution where it is, before the local cloud
+    /// stops: their tasks are dropped at their next await point and record
+    /// nothing more, so their saved records stay RUNNING with their history
+    /// journals, and the next start resumes them. Call it before the Lambda
+    /// service goes down, or executions would run on and record its
+    /// shutdown errors as their own (burning their retries, compensating,
+    /// failing). Later StartExecution calls are refused.
+    pub fn shutdown(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+        let executions: Vec<Arc<Execution>> = lock(&self.executions).values().cloned().collect();
+        for execution in executions {
+            if let Some(task) = lock(&execution.task).take() {
+                task.abort();
+            }
+        }
     }
 
     pub fn state_machine_arns(&self) -> Vec<String> {
@@ -228,6 +351,13 @@ impl StepFunctions {
         name: Option<&str>,
         input: &str,
     ) -> Result<Arc<Execution>, ApiError> {
+        if self.frozen.load(Ordering::SeqCst) {
+            return Err(ApiError {
+                status: 503,
+                error_type: "ServiceUnavailable".into(),
+                message: "the local Step Functions is shutting down".into(),
+            });
+        }
         let machine = self.machine(machine_arn)?;
         let name = name.map_or_else(
             || ulid::Ulid::new().to_string().to_lowercase(),
@@ -270,24 +400,47 @@ impl StepFunctions {
             cause: None,
             history: Vec::new(),
         };
-        let execution = Arc::new(new_execution(record));
+        let journal = self.journal_path(&arn);
+        if let Some(path) = &journal {
+            // A journal left by an earlier execution of this name is stale.
+            let _ = std::fs::remove_file(path);
+        }
+        let execution = Arc::new(new_execution(record, journal));
         prune(&mut executions);
         executions.insert(arn, Arc::clone(&execution));
         drop(executions);
         self.persist(&execution);
-        self.spawn(Arc::clone(&execution));
+        self.spawn(Arc::clone(&execution), None);
         Ok(execution)
     }
 
-    fn spawn(self: &Arc<Self>, execution: Arc<Execution>) {
+    /// Runs a new execution (`resume` None) or resumes a restored one.
+    fn spawn(self: &Arc<Self>, execution: Arc<Execution>, resume: Option<Resume>) {
+        // Under the task lock, so that `shutdown` (which sets `frozen` first,
+        // then takes each lock) either aborts this task or prevents it.
+        let mut task = lock(&execution.task);
+        if self.frozen.load(Ordering::SeqCst) {
+            return;
+        }
         let service = Arc::clone(self);
-        tokio::spawn(async move {
-            let outcome = service.run(&execution).await;
-            service.finish(&execution, outcome);
+        let running = Arc::clone(&execution);
+        let handle = tokio::spawn(async move {
+            let outcome = match resume {
+                Some(Resume::Ended(outcome)) => outcome,
+                Some(Resume::At(at)) => service.run(&running, Some(at)).await,
+                None => service.run(&running, None).await,
+            };
+            service.finish(&running, outcome);
         });
+        *task = Some(handle.abort_handle());
     }
 
-    async fn run(&self, execution: &Execution) -> Outcome {
+    fn journal_path(&self, execution_arn: &str) -> Option<PathBuf> {
+        let dir = self.store_dir.as_ref()?;
+        Some(dir.join(format!("{}.events.jsonl", file_name(execution_arn))))
+    }
+
+    async fn run(&self, execution: &Execution, resume: Option<ResumeAt>) -> Outcome {
         let record = lock(&execution.record).clone();
         let Ok(machine) = self.machine(&record.state_machine_arn) else {
             return Outcome::Failed {
@@ -306,15 +459,14 @@ impl StepFunctions {
             input,
         };
         let sink: &dyn HistorySink = execution.history.as_ref();
-        run_execution(
-            &machine.machine,
-            context,
-            self.runner.as_ref(),
-            self.clock.as_ref(),
-            sink,
-            CancellationSignal::from(execution.stop.subscribe()),
-        )
-        .await
+        let (runner, clock) = (self.runner.as_ref(), self.clock.as_ref());
+        let cancel = CancellationSignal::from(execution.stop.subscribe());
+        match resume {
+            Some(at) => {
+                resume_execution(&machine.machine, context, runner, clock, sink, cancel, at).await
+            }
+            None => run_execution(&machine.machine, context, runner, clock, sink, cancel).await,
+        }
     }
 
     fn finish(&self, execution: &Execution, outcome: Outcome) {
@@ -338,6 +490,8 @@ impl StepFunctions {
             }
         }
         self.persist(execution);
+        execution.history.close_journal();
+        lock(&execution.task).take();
         let _ = execution.done.send(true);
     }
 
@@ -380,45 +534,96 @@ impl StepFunctions {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            let Some(mut record) = std::fs::read(&path)
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<ExecutionRecord>(&bytes).ok())
-            else {
+            let Some(execution) = self.load_saved(&path) else {
                 tracing::warn!(path = %path.display(), "skipping an unreadable saved execution");
                 continue;
             };
-            let history = std::mem::take(&mut record.history);
-            let running = record.status == ExecutionStatus::Running;
-            let execution = Arc::new(new_execution(record));
-            if !running {
-                execution.history.restore(
-                    history
-                        .into_iter()
-                        .filter_map(|e| HistoryEvent::from_value(&e).ok()),
-                );
-            }
-            let arn = lock(&execution.record).execution_arn.clone();
+            let (arn, running) = {
+                let record = lock(&execution.record);
+                let running = record.status == ExecutionStatus::Running;
+                (record.execution_arn.clone(), running)
+            };
             lock(&self.executions).insert(arn, Arc::clone(&execution));
             if running {
                 resumed.push(execution);
             }
         }
         for execution in resumed {
-            tracing::warn!(execution = %lock(&execution.record).execution_arn,
-                "resuming an execution interrupted by a restart: re-running it from the start (every task is idempotent)");
-            let _ = execution.done.send(false);
-            self.spawn(execution);
+            self.resume_restored(execution);
         }
         Ok(())
     }
+
+    /// A saved execution with its history: for one that was running, what
+    /// its journal holds; for one that ended, what its record holds.
+    fn load_saved(&self, path: &Path) -> Option<Arc<Execution>> {
+        let bytes = std::fs::read(path).ok()?;
+        let mut record = serde_json::from_slice::<ExecutionRecord>(&bytes).ok()?;
+        let saved: Vec<HistoryEvent> = std::mem::take(&mut record.history)
+            .iter()
+            .filter_map(|e| HistoryEvent::from_value(e).ok())
+            .collect();
+        let running = record.status == ExecutionStatus::Running;
+        let (history, journal) = match self.journal_path(&record.execution_arn) {
+            Some(journal) if running => {
+                let journaled = read_journal(&journal);
+                // Without a torn last line, so that new events follow good ones.
+                rewrite_journal(&journal, &journaled);
+                let history = if journaled.is_empty() {
+                    saved
+                } else {
+                    journaled
+                };
+                (history, Some(journal))
+            }
+            journal => {
+                if let Some(stale) = journal {
+                    let _ = std::fs::remove_file(stale);
+                }
+                (saved, None)
+            }
+        };
+        let execution = Arc::new(new_execution(record, journal));
+        execution.history.events.restore(history);
+        Some(execution)
+    }
+
+    fn resume_restored(self: &Arc<Self>, execution: Arc<Execution>) {
+        let resume = self.resume_of(&execution);
+        let arn = lock(&execution.record).execution_arn.clone();
+        let how = match &resume {
+            Some(Resume::At(at)) if at.last_event_id == 0 => "from the start".to_owned(),
+            Some(Resume::At(at)) => format!("entering {} again", at.state),
+            Some(Resume::Ended(_)) => "recording the end its history has".to_owned(),
+            None => "its state machine is gone: failing it".to_owned(),
+        };
+        tracing::warn!(execution = %arn,
+            "resuming an execution interrupted by a restart: {how} (every task is idempotent)");
+        let _ = execution.done.send(false);
+        self.spawn(execution, resume);
+    }
+
+    /// None when its state machine is no longer in the template: `run`
+    /// then fails it with a clear cause.
+    fn resume_of(&self, execution: &Execution) -> Option<Resume> {
+        let record = lock(&execution.record).clone();
+        let machine = self.machine(&record.state_machine_arn).ok()?;
+        let input = serde_json::from_str(&record.input).unwrap_or(Value::Null);
+        Some(resume_point(
+            &machine.machine,
+            &execution.history.events(),
+            &input,
+        ))
+    }
 }
 
-fn new_execution(record: ExecutionRecord) -> Execution {
+fn new_execution(record: ExecutionRecord, journal: Option<PathBuf>) -> Execution {
     Execution {
         record: Mutex::new(record),
-        history: Arc::new(MemoryHistory::new()),
+        history: Arc::new(ExecutionHistory::new(journal)),
         stop: watch::channel(false).0,
         done: watch::channel(false).0,
+        task: Mutex::new(None),
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use local::lambda::{InvokeError, LambdaConfig, LambdaService, invoke_routes};
+use local::lambda::{InvokeError, LambdaConfig, LambdaService, PayloadMatch, invoke_routes};
 use local::template::FunctionSpec;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -616,6 +616,99 @@ async fn the_admin_routes_show_stats_and_kill_a_busy_instance() {
     assert_eq!(status, StatusCode::OK);
     assert!(body["pid"].as_u64().is_some());
     assert!(call.await.unwrap().is_err());
+    fixture.stop().await;
+}
+
+/// Waits (bounded) until an instance holds a result back; returns its pid.
+async fn wait_until_result_held(fixture: &Fixture) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(held) = fixture.stats().instances.iter().find(|i| i.result_held) {
+            return held.pid;
+        }
+        assert!(Instant::now() < deadline, "no result was held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn tag(value: &str) -> PayloadMatch {
+    PayloadMatch::fields(serde_json::Map::from_iter([(
+        "tag".to_owned(),
+        json!(value),
+    )]))
+}
+
+#[tokio::test]
+async fn a_held_result_is_lost_when_the_instance_is_killed_after_its_work() {
+    let fixture = Fixture::start(spec(3, &[]), 2).await;
+    let marker = fixture.log_dir.join("work-done");
+    // GIVEN a hold armed for the next invocation tagged "x"
+    fixture
+        .service
+        .hold_next_result(FUNCTION, tag("x"))
+        .unwrap();
+    assert!(fixture.stats().result_hold_armed);
+    // WHEN another invocation comes first THEN it is not held
+    let other = fixture.service.invoke(FUNCTION, json!({"tag": "y"})).await;
+    assert_eq!(other.unwrap(), json!({"tag": "y"}));
+    assert!(fixture.stats().result_hold_armed);
+    // WHEN the tagged invocation runs
+    let service = Arc::clone(&fixture.service);
+    let payload = json!({"tag": "x", "touch": marker.display().to_string()});
+    let call = tokio::spawn(async move { service.invoke(FUNCTION, payload).await });
+    // THEN its instance finished the work but holds the result back
+    let held_pid = wait_until_result_held(&fixture).await;
+    assert!(marker.is_file(), "the function ran to its end");
+    assert!(!fixture.stats().result_hold_armed, "one invocation only");
+    assert!(!call.is_finished());
+    // WHEN that instance is killed THEN the caller sees a crash, not the result
+    assert_eq!(fixture.service.kill_busy_instance(FUNCTION), Some(held_pid));
+    let (error_type, message) = function_error(call.await.unwrap());
+    assert_eq!(error_type, "Runtime.ExitError");
+    assert!(message.ends_with("signal: killed"), "{message}");
+    assert!(!process_exists(held_pid));
+    // AND the same invocation again gets its result from a fresh instance
+    let again = fixture.service.invoke(FUNCTION, json!({"tag": "x"})).await;
+    assert_eq!(again.unwrap(), json!({"tag": "x"}));
+    assert_eq!(fixture.stats().crash_count, 1);
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn a_held_result_nobody_kills_ends_in_the_function_timeout() {
+    let fixture = Fixture::start(spec(1, &[]), 2).await;
+    fixture
+        .service
+        .hold_next_result(FUNCTION, PayloadMatch::any())
+        .unwrap();
+    let started = Instant::now();
+    let (error_type, _) = function_error(fixture.service.invoke(FUNCTION, json!({})).await);
+    assert_eq!(error_type, "Sandbox.Timedout");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(fixture.stats().instance_count_alive, 0);
+    fixture.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_route_arms_a_result_hold() {
+    let fixture = Fixture::start(spec(3, &[]), 2).await;
+    let router = local::lambda::admin_routes(Arc::clone(&fixture.service));
+    let hold = |name: &str, body: &str| {
+        Request::post(format!("/_local/lambda/functions/{name}/hold-next-result"))
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let (status, _, body) = send(&router, hold(FUNCTION, r#"{"match":{"tag":"x"}}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["match"], json!({"tag": "x"}));
+    assert!(fixture.stats().result_hold_armed);
+    let (status, _, _) = send(&router, hold(FUNCTION, r#"{"matches":{}}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, headers, _) = send(&router, hold("nope", "")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers["x-amzn-errortype"], "ResourceNotFoundException");
+    let (status, _, body) = send(&router, hold(FUNCTION, "")).await;
+    assert_eq!((status, &body["match"]), (StatusCode::OK, &json!({})));
     fixture.stop().await;
 }
 

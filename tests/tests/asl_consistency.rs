@@ -13,12 +13,13 @@ use serde_json::{Value, json};
 use shared::ErrorType;
 use shared::events::{GatewayCommand, InvoiceCommand, WalletCommand};
 
-/// Names AWS itself raises (Lambda service, runtime timeouts, States.*).
-const AWS_NAMES: [&str; 9] = [
+/// Names AWS itself raises (Lambda service, runtime timeouts and crashes, States.*).
+const AWS_NAMES: [&str; 10] = [
     "States.ALL",
     "States.Timeout",
     "States.TaskFailed",
     "Sandbox.Timedout",
+    "Runtime.ExitError",
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
@@ -27,9 +28,13 @@ const AWS_NAMES: [&str; 9] = [
 ];
 
 /// Errors that mean "not done, safe to try again" for an idempotent task.
-const TRANSIENT: [&str; 7] = [
+/// A timeout or a crash (`Runtime.ExitError`: the instance died mid-invocation)
+/// may hide a committed write; retrying is still safe because the write is
+/// idempotent, and only for that reason.
+const TRANSIENT: [&str; 8] = [
     "Retryable",
     "Sandbox.Timedout",
+    "Runtime.ExitError",
     "States.Timeout",
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
@@ -175,8 +180,13 @@ fn retries_only_transient_errors_with_bounded_jittered_backoff() {
     for rule in rules(process, "Retry") {
         for error in names(rule) {
             assert!(
-                !["GatewayAmbiguous", "States.Timeout", "Sandbox.Timedout"]
-                    .contains(&error.as_str())
+                ![
+                    "GatewayAmbiguous",
+                    "States.Timeout",
+                    "Sandbox.Timedout",
+                    "Runtime.ExitError"
+                ]
+                .contains(&error.as_str())
             );
         }
     }
@@ -185,6 +195,32 @@ fn retries_only_transient_errors_with_bounded_jittered_backoff() {
             .as_u64()
             .is_some_and(|t| t > 0 && t <= 3600)
     );
+}
+
+/// A crashed instance (`Runtime.ExitError`) leaves the same doubt as a timed
+/// out one: the work may be done, the reply is lost. So every state treats
+/// the two alike: an idempotent task retries both (the debit retried after a
+/// crash is a no-op: its txId is already in the ledger), the charge retries
+/// neither, and a catcher that names one names the other.
+#[test]
+fn a_crash_is_handled_like_a_timeout() {
+    let asl = asl();
+    for (name, state) in states(&asl) {
+        for field in ["Retry", "Catch"] {
+            for rule in rules(state, field) {
+                let listed = names(rule);
+                let timeout = listed.iter().any(|n| n == "Sandbox.Timedout");
+                let crash = listed.iter().any(|n| n == "Runtime.ExitError");
+                assert_eq!(timeout, crash, "{name}.{field}: {listed:?}");
+            }
+        }
+        if state["Type"] == "Task" && name != "ProcessPayment" {
+            let retried = rules(state, "Retry")
+                .into_iter()
+                .any(|rule| names(rule).iter().any(|n| n == "Runtime.ExitError"));
+            assert!(retried, "{name} does not retry a crashed instance");
+        }
+    }
 }
 
 #[test]
@@ -217,7 +253,12 @@ fn business_errors_are_routed_by_the_saga_rules() {
         );
     }
     // Maybe captured: never straight to compensation.
-    for ambiguous in ["GatewayAmbiguous", "States.Timeout", "Sandbox.Timedout"] {
+    for ambiguous in [
+        "GatewayAmbiguous",
+        "States.Timeout",
+        "Sandbox.Timedout",
+        "Runtime.ExitError",
+    ] {
         assert_eq!(
             catch_target(&s["ProcessPayment"], ambiguous).as_deref(),
             Some("ResolveAmbiguousCharge")

@@ -12,8 +12,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use local::cloud::{LocalCloud, Options};
+use local::template::{Context, Template};
 use saga_tests::backend::repo_root;
 use serde_json::{Value, json};
+use shared::domain::{Currency, LedgerEntry, UserId, WalletKey};
+use shared::dynamo::{DynamoStore, TableNames};
+use shared::ports::WalletRepo;
 
 /// Waits and retry intervals run 20x faster than real time.
 const TIME_SCALE: f64 = 0.05;
@@ -91,6 +95,8 @@ struct Client {
     http: reqwest::Client,
     api: String,
     gateway: String,
+    /// The AWS edge endpoint (DynamoDB, Step Functions, Lambda, `/_local/`).
+    edge: String,
 }
 
 impl Client {
@@ -102,6 +108,7 @@ impl Client {
                 .unwrap(),
             api: cloud.endpoints.api.clone(),
             gateway: cloud.endpoints.gateway.clone(),
+            edge: cloud.endpoints.edge.clone(),
         }
     }
 
@@ -199,6 +206,75 @@ impl Client {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// A local-only admin route of the edge (`/_local/...`).
+    async fn edge_admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.edge));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// One Step Functions operation over the AWS JSON 1.0 protocol, as the
+    /// SDKs and the aws CLI send it.
+    async fn step_functions(&self, operation: &str, input: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}/", self.edge))
+            .header("x-amz-target", format!("AWSStepFunctions.{operation}"))
+            .header("content-type", "application/x-amz-json-1.0")
+            .body(input.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "{operation}: {body}");
+        body
+    }
+
+    /// The payment's execution (named by its paymentId) once it has ended.
+    async fn finished_execution(&self, payment_id: &str) -> (Value, Vec<Value>) {
+        let machines = self.step_functions("ListStateMachines", json!({})).await;
+        let machine_arn = machines["stateMachines"][0]["stateMachineArn"]
+            .as_str()
+            .unwrap();
+        let execution_arn = format!(
+            "{}:{payment_id}",
+            machine_arn.replace(":stateMachine:", ":execution:")
+        );
+        let input = json!({"executionArn": execution_arn});
+        let deadline = Instant::now() + Duration::from_secs(SETTLE_SECONDS_MAX);
+        let execution = loop {
+            let execution = self
+                .step_functions("DescribeExecution", input.clone())
+                .await;
+            if execution["status"] != "RUNNING" {
+                break execution;
+            }
+            assert!(Instant::now() < deadline, "{execution_arn} still running");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let history = self
+            .step_functions(
+                "GetExecutionHistory",
+                json!({"executionArn": execution_arn, "maxResults": 1000}),
+            )
+            .await;
+        (execution, history["events"].as_array().unwrap().clone())
     }
 
     async fn gateway(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
@@ -406,6 +482,239 @@ fn full_and_partial_refunds_credit_the_wallet_back() {
             status, 422,
             "a refunded payment cannot be refunded again: {reply}"
         );
+    });
+}
+
+/// The physical name of the function built from `binary`, from the local
+/// Lambda service's stats.
+async fn function_name(client: &Client, binary: &str) -> String {
+    let (status, stats) = client
+        .edge_admin(reqwest::Method::GET, "/_local/lambda/stats", None)
+        .await;
+    assert_eq!(status, 200, "{stats}");
+    stats["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["binary"] == binary)
+        .and_then(|f| f["functionName"].as_str())
+        .unwrap_or_else(|| panic!("no function runs {binary}: {stats}"))
+        .to_owned()
+}
+
+/// Waits (bounded) until an instance of `function` holds its result back;
+/// returns its pid.
+async fn held_instance(client: &Client, function: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(SETTLE_SECONDS_MAX);
+    loop {
+        let (_, stats) = client
+            .edge_admin(reqwest::Method::GET, "/_local/lambda/stats", None)
+            .await;
+        let held = stats["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["functionName"] == function)
+            .flat_map(|f| f["instances"].as_array().unwrap().iter())
+            .find(|i| i["resultHeld"] == true)
+            .and_then(|i| i["pid"].as_u64());
+        if let Some(pid) = held {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no instance of {function} held a result"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The wallet's ledger, read straight from the tables (through the edge,
+/// like any DynamoDB client).
+async fn ledger(client: &Client, user_id: &str) -> Vec<LedgerEntry> {
+    let template = Template::load(&repo_root().join("template.yml"), Context::default()).unwrap();
+    let environment = template.global_environment().unwrap();
+    let tables = TableNames::from_lookup(|name| environment.get(name).cloned()).unwrap();
+    let store = DynamoStore::new(local::dynamo::client(&client.edge), tables);
+    let key = WalletKey::new(
+        UserId::parse(user_id).unwrap(),
+        Currency::parse("USD").unwrap(),
+    );
+    let page = store.ledger(&key, 100, None).await.unwrap();
+    assert!(page.cursor.is_none(), "one page holds this ledger");
+    page.items
+}
+
+fn event_types(history: &[Value]) -> Vec<&str> {
+    history
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect()
+}
+
+fn entered(history: &[Value], state: &str) -> usize {
+    history
+        .iter()
+        .filter(|e| e["stateEnteredEventDetails"]["name"] == state)
+        .count()
+}
+
+/// A Lambda instance killed in the middle of the debit: the wallet-service
+/// has committed the debit (its result is held back by the local Lambda
+/// service), then its instance is SIGKILLed, so the reply is lost. Step
+/// Functions sees `Runtime.ExitError` and retries DebitWallet; the retry finds
+/// the debit's txId (`<paymentId>#DEBIT`) in the ledger and moves nothing.
+#[test]
+fn a_wallet_instance_killed_mid_debit_does_not_debit_twice() {
+    let client = shared_cloud();
+    runtime().block_on(async {
+        let kim = user("kim");
+        client.credit(&kim, "100").await;
+        let wallet_service = function_name(client, "wallet-service").await;
+        // GIVEN the result of this user's next debit will be held back
+        // (matched on the payload, so other tests' debits are not held)
+        let hold = json!({"match": {"action": "DEBIT", "userId": kim}});
+        let (status, armed) = client
+            .edge_admin(
+                reqwest::Method::POST,
+                &format!("/_local/lambda/functions/{wallet_service}/hold-next-result"),
+                Some(hold),
+            )
+            .await;
+        assert_eq!(status, 200, "{armed}");
+        // WHEN the payment starts and the debit has run
+        let payment_id = client.pay(&kim, "30").await;
+        let pid = held_instance(client, &wallet_service).await;
+        assert_eq!(
+            client.balance(&kim).await,
+            "70.00",
+            "the debit is committed, its reply not yet sent"
+        );
+        // AND the instance is killed before it can reply
+        let (status, killed) = client
+            .edge_admin(
+                reqwest::Method::POST,
+                &format!("/_local/lambda/functions/{wallet_service}/kill-busy-instance"),
+                None,
+            )
+            .await;
+        assert_eq!((status, killed["pid"].as_u64()), (200, Some(pid)));
+        // THEN the payment completes, debited once
+        let payment = client.settled(&payment_id).await;
+        assert_eq!(payment["status"], "COMPLETED", "{payment}");
+        assert_eq!(statuses(&payment), ["PENDING", "PROCESSING", "COMPLETED"]);
+        assert_eq!(client.balance(&kim).await, "70.00");
+        let entries = ledger(client, &kim).await;
+        let kinds: Vec<String> = entries.iter().map(|e| e.kind.as_str().to_owned()).collect();
+        assert_eq!(kinds.len(), 2, "one top-up and one debit: {kinds:?}");
+        let debits: Vec<&LedgerEntry> = entries
+            .iter()
+            .filter(|e| e.tx_id == format!("{payment_id}#DEBIT"))
+            .collect();
+        assert_eq!(debits.len(), 1, "{kinds:?}");
+        assert_eq!(debits[0].amount.amount().to_string(), "30.00");
+        assert_eq!(debits[0].balance_after.amount().to_string(), "70.00");
+        // AND the history shows the crash and the retry of DebitWallet
+        let (execution, history) = client.finished_execution(&payment_id).await;
+        assert_eq!(execution["status"], "SUCCEEDED", "{execution}");
+        assert_debit_retried_once_after_a_crash(&history, &payment_id);
+    });
+}
+
+/// DebitWallet ran twice in one state: a `Runtime.ExitError`, then a retry
+/// that found its txId already in the ledger; no compensation.
+fn assert_debit_retried_once_after_a_crash(history: &[Value], payment_id: &str) {
+    assert_eq!(entered(history, "DebitWallet"), 1);
+    assert_eq!(entered(history, "RefundWallet"), 0);
+    let debit_from = history
+        .iter()
+        .position(|e| e["stateEnteredEventDetails"]["name"] == "DebitWallet")
+        .unwrap();
+    let debit_to = history
+        .iter()
+        .position(|e| e["stateExitedEventDetails"]["name"] == "DebitWallet")
+        .unwrap();
+    assert_eq!(
+        event_types(&history[debit_from..=debit_to]),
+        [
+            "TaskStateEntered",
+            "LambdaFunctionScheduled",
+            "LambdaFunctionStarted",
+            "LambdaFunctionFailed",
+            "LambdaFunctionScheduled",
+            "LambdaFunctionStarted",
+            "LambdaFunctionSucceeded",
+            "TaskStateExited",
+        ]
+    );
+    let failed = &history[debit_from + 3]["lambdaFunctionFailedEventDetails"];
+    assert_eq!(failed["error"], "Runtime.ExitError", "{failed}");
+    let retried = &history[debit_from + 6]["lambdaFunctionSucceededEventDetails"];
+    let reply: Value = serde_json::from_str(retried["output"].as_str().unwrap()).unwrap();
+    assert_eq!(reply["replayed"], true, "the retry moved nothing: {reply}");
+    assert_eq!(reply["txId"], format!("{payment_id}#DEBIT"));
+}
+
+/// A payment in flight when the local cloud stops: its debit is committed
+/// but its reply held back when the cloud shuts down. The next start over
+/// the same data resumes the execution in DebitWallet with the history it
+/// had; the debit is found in the ledger, and the payment completes.
+#[test]
+fn a_payment_in_flight_across_a_restart_completes_debited_once() {
+    runtime().block_on(async {
+        let mut persistent = options(BTreeMap::new());
+        persistent.in_memory = false;
+        let cloud = LocalCloud::start(persistent.clone())
+            .await
+            .expect("the local cloud starts");
+        let client = Client::new(&cloud);
+        let lee = user("lee");
+        client.credit(&lee, "100").await;
+        let wallet_service = function_name(&client, "wallet-service").await;
+        let hold = json!({"match": {"action": "DEBIT", "userId": lee}});
+        let path = format!("/_local/lambda/functions/{wallet_service}/hold-next-result");
+        let (status, armed) = client
+            .edge_admin(reqwest::Method::POST, &path, Some(hold))
+            .await;
+        assert_eq!(status, 200, "{armed}");
+        let payment_id = client.pay(&lee, "40").await;
+        held_instance(&client, &wallet_service).await;
+        // WHEN the cloud stops with the debit's reply still held, and starts again
+        cloud.shutdown().await;
+        let cloud = LocalCloud::start(persistent.clone())
+            .await
+            .expect("the local cloud starts again");
+        let client = Client::new(&cloud);
+        // THEN the payment completes, debited once
+        let payment = client.settled(&payment_id).await;
+        assert_eq!(payment["status"], "COMPLETED", "{payment}");
+        assert_eq!(client.balance(&lee).await, "60.00");
+        let debits = ledger(&client, &lee)
+            .await
+            .into_iter()
+            .filter(|e| e.tx_id == format!("{payment_id}#DEBIT"))
+            .count();
+        assert_eq!(debits, 1);
+        // AND the history kept the events from before the restart: one
+        // ExecutionStarted, DebitWallet entered before and after it
+        let (execution, history) = client.finished_execution(&payment_id).await;
+        assert_eq!(execution["status"], "SUCCEEDED", "{execution}");
+        let types = event_types(&history);
+        assert_eq!(
+            types.iter().filter(|t| **t == "ExecutionStarted").count(),
+            1
+        );
+        assert_eq!(entered(&history, "CreateInvoice"), 1);
+        assert_eq!(entered(&history, "DebitWallet"), 2, "{types:?}");
+        assert_eq!(entered(&history, "RefundWallet"), 0);
+        for (index, event) in history.iter().enumerate() {
+            assert_eq!(
+                event["id"].as_u64(),
+                Some(u64::try_from(index).unwrap() + 1)
+            );
+        }
+        cloud.shutdown().await;
+        let _ = std::fs::remove_dir_all(&persistent.data_dir);
     });
 }
 

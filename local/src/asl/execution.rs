@@ -215,25 +215,112 @@ pub async fn run_execution(
     history: &dyn HistorySink,
     cancel: CancellationSignal,
 ) -> Outcome {
-    let deadline = machine.timeout_seconds().map(|seconds| {
-        ctx.start_time
-            .saturating_add(time::Duration::seconds(clamp_i64(seconds)))
-    });
-    let mut run = Run {
-        machine,
-        region: arn_part(&ctx.state_machine_arn, 3)
-            .unwrap_or("us-east-1")
-            .to_owned(),
-        rng: StdRng::seed_from_u64(seed(&ctx)),
-        ctx,
-        runner,
-        clock,
-        history,
-        cancel,
-        deadline,
-        last_event_id: 0,
-    };
+    let deadline = deadline(machine, ctx.start_time);
+    let mut run = Run::new(machine, ctx, runner, clock, history, cancel, deadline);
     run.execute().await
+}
+
+/// Where an execution interrupted by a restart of the local cloud picks up,
+/// from the events it recorded before (see [`resume_point`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resume {
+    /// Enter a state again ([`resume_execution`]).
+    At(ResumeAt),
+    /// The history already ends with this outcome: nothing left to run.
+    Ended(Outcome),
+}
+
+/// The state to enter again, with its raw input as recorded when it was
+/// entered, and the id of the last event recorded before the interruption
+/// (0: nothing was recorded, the execution starts as it would have).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResumeAt {
+    pub state: String,
+    pub input: Value,
+    pub last_event_id: u64,
+}
+
+/// How to resume an execution from its `events` so far: the last state it
+/// entered is entered again with the same input (that state's work may be
+/// done or not; every Task of the saga is idempotent, so doing it again is
+/// safe); before any state, StartAt with the execution input.
+pub fn resume_point(machine: &StateMachine, events: &[HistoryEvent], input: &Value) -> Resume {
+    let last_event_id = events.last().map_or(0, |last| last.id);
+    if let Some(outcome) = events.last().and_then(|last| terminal_outcome(&last.kind)) {
+        return Resume::Ended(outcome);
+    }
+    let entered = events.iter().rev().find_map(|event| match &event.kind {
+        EventKind::StateEntered(_, details) => Some(details),
+        _ => None,
+    });
+    let (state, input) = match entered {
+        None => (machine.definition.start_at.clone(), input.clone()),
+        Some(details) => match serde_json::from_str(&details.input) {
+            Ok(input) => (details.name.clone(), input),
+            Err(err) => {
+                return Resume::Ended(Outcome::Failed {
+                    error: names::RUNTIME.to_owned(),
+                    cause: format!(
+                        "cannot resume after a restart: the recorded input of '{}' \
+                         is not JSON: {err}",
+                        details.name
+                    ),
+                });
+            }
+        },
+    };
+    Resume::At(ResumeAt {
+        state,
+        input,
+        last_event_id,
+    })
+}
+
+fn terminal_outcome(kind: &EventKind) -> Option<Outcome> {
+    let text = |text: &Option<String>| text.clone().unwrap_or_default();
+    Some(match kind {
+        EventKind::ExecutionSucceeded(details) => Outcome::Succeeded {
+            output: serde_json::from_str(&details.output).unwrap_or(Value::Null),
+        },
+        EventKind::ExecutionFailed(details) => Outcome::Failed {
+            error: text(&details.error),
+            cause: text(&details.cause),
+        },
+        EventKind::ExecutionTimedOut(_) => Outcome::TimedOut,
+        EventKind::ExecutionAborted(_) => Outcome::Aborted,
+        _ => return None,
+    })
+}
+
+/// Continues an execution from a [`ResumeAt`]: its events are numbered after
+/// the earlier ones (no second `ExecutionStarted`), and the first is the
+/// resumed state's `…StateEntered` (an execution that recorded nothing
+/// starts with `ExecutionStarted`, as it would have). The execution's TimeoutSeconds counts
+/// again from now: an execution that waited out a long stop of the local
+/// cloud still runs to a final state (compensating if it must) instead of
+/// timing out with money half-moved.
+pub async fn resume_execution(
+    machine: &StateMachine,
+    ctx: ExecutionContext,
+    runner: &dyn TaskRunner,
+    clock: &dyn Clock,
+    history: &dyn HistorySink,
+    cancel: CancellationSignal,
+    at: ResumeAt,
+) -> Outcome {
+    let deadline = deadline(machine, clock.now());
+    let mut run = Run::new(machine, ctx, runner, clock, history, cancel, deadline);
+    if at.last_event_id == 0 {
+        return run.execute().await;
+    }
+    run.last_event_id = at.last_event_id;
+    run.run_from(at.state, at.input).await
+}
+
+fn deadline(machine: &StateMachine, from: OffsetDateTime) -> Option<OffsetDateTime> {
+    machine
+        .timeout_seconds()
+        .map(|seconds| from.saturating_add(time::Duration::seconds(clamp_i64(seconds))))
 }
 
 fn clamp_i64(value: u64) -> i64 {
@@ -286,6 +373,33 @@ pub fn iso_millis(timestamp: OffsetDateTime) -> String {
     )
 }
 
+impl<'a> Run<'a> {
+    fn new(
+        machine: &'a StateMachine,
+        ctx: ExecutionContext,
+        runner: &'a dyn TaskRunner,
+        clock: &'a dyn Clock,
+        history: &'a dyn HistorySink,
+        cancel: CancellationSignal,
+        deadline: Option<OffsetDateTime>,
+    ) -> Self {
+        Self {
+            machine,
+            region: arn_part(&ctx.state_machine_arn, 3)
+                .unwrap_or("us-east-1")
+                .to_owned(),
+            rng: StdRng::seed_from_u64(seed(&ctx)),
+            ctx,
+            runner,
+            clock,
+            history,
+            cancel,
+            deadline,
+            last_event_id: 0,
+        }
+    }
+}
+
 impl Run<'_> {
     async fn execute(&mut self) -> Outcome {
         let started = EventKind::ExecutionStarted(ExecutionStartedEventDetails {
@@ -294,8 +408,13 @@ impl Run<'_> {
             role_arn: self.ctx.role_arn.clone(),
         });
         self.record_final(started);
-        let mut name = self.machine.definition.start_at.clone();
-        let mut input = self.ctx.input.clone();
+        let start_at = self.machine.definition.start_at.clone();
+        let input = self.ctx.input.clone();
+        self.run_from(start_at, input).await
+    }
+
+    /// Runs states from `name` until the execution ends.
+    async fn run_from(&mut self, mut name: String, mut input: Value) -> Outcome {
         // Each state records at least one event, so the history bound also
         // bounds this loop; HISTORY_EVENT_COUNT_MAX iterations is a backstop.
         for _ in 0..HISTORY_EVENT_COUNT_MAX {

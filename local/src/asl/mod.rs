@@ -18,7 +18,9 @@
 //!   Default, `States.NoChoiceMatched`;
 //! - Wait: Seconds, SecondsPath, Timestamp, TimestampPath (through `Clock`);
 //! - execution TimeoutSeconds → `TimedOut`, `CancellationHandle::stop` →
-//!   `Aborted`, the 25,000-event history quota and the 256 KiB payload quota.
+//!   `Aborted`, the 25,000-event history quota and the 256 KiB payload quota;
+//! - local only: resuming an execution from its recorded history after a
+//!   restart of the local cloud (`resume_point`, `resume_execution`).
 //!
 //! Refused at load with an error naming the state and field: Parallel and
 //! Map states, JSONata, variables (`Assign`), HeartbeatSeconds,
@@ -45,7 +47,8 @@ pub use clock::{Clock, FakeClock, SystemClock, TimeScaleError};
 pub use error::{AslError, StateFailure, names};
 pub use execution::{
     CancellationHandle, CancellationSignal, ExecutionContext, HISTORY_EVENT_COUNT_MAX, Outcome,
-    PAYLOAD_BYTES_MAX, StopRequest, TaskFailure, TaskRunner, iso_millis, run_execution,
+    PAYLOAD_BYTES_MAX, Resume, ResumeAt, StopRequest, TaskFailure, TaskRunner, iso_millis,
+    resume_execution, resume_point, run_execution,
 };
 pub use history::{
     DataDetails, ErrorDetails, EventKind, ExecutionStartedEventDetails,

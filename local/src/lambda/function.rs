@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::instance::{self, InitFailure, Instance, Launch, RunOutcome};
 use super::log::LogSink;
 use super::runtime_api::ErrorBody;
-use super::{FunctionStats, InstanceStats, InvokeError, LambdaConfig, id};
+use super::{FunctionStats, InstanceStats, InvokeError, LambdaConfig, PayloadMatch, id};
 use crate::template::FunctionSpec;
 
 /// Lambda's limit on the init phase of an on-demand function.
@@ -46,6 +46,9 @@ pub(super) struct Function {
     live: Mutex<Vec<Arc<Instance>>>,
     counters: Counters,
     shutting_down: Arc<AtomicBool>,
+    /// Armed by [`Function::hold_next_result`]: the next invocation whose
+    /// payload matches has its result held back. Taken (disarmed) by it.
+    result_hold: Mutex<Option<PayloadMatch>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,6 +83,7 @@ impl Function {
             live: Mutex::new(Vec::new()),
             counters: Counters::default(),
             shutting_down: Arc::clone(shutting_down),
+            result_hold: Mutex::new(None),
         }
     }
 
@@ -117,8 +121,12 @@ impl Function {
         self.launch
             .log
             .line(&format!("START RequestId: {request_id} Version: $LATEST"));
+        // Taken only once an instance is ready: a failed init leaves it armed.
+        let hold_result = self.take_result_hold(&payload);
         let started = Instant::now();
-        let outcome = instance.run(request_id, payload, self.timeout()).await;
+        let outcome = instance
+            .run(request_id, payload, self.timeout(), hold_result)
+            .await;
         let duration = started.elapsed();
         let (result, reusable) = self.judge(request_id, outcome);
         // END/REPORT before the instance can take another invocation.
@@ -272,11 +280,34 @@ impl Function {
         log.line(&report);
     }
 
+    /// Arms the result hold for the next invocation whose payload matches
+    /// (replacing any hold armed before and not yet taken).
+    pub(super) fn hold_next_result(&self, matching: PayloadMatch) {
+        *lock(&self.result_hold) = Some(matching);
+    }
+
+    /// Whether this invocation's result is held back; disarms the hold if so.
+    fn take_result_hold(&self, payload: &[u8]) -> bool {
+        let mut hold = lock(&self.result_hold);
+        let taken = hold
+            .as_ref()
+            .is_some_and(|matching| matching.matches(payload));
+        if taken {
+            *hold = None;
+        }
+        taken
+    }
+
+    /// Kills a busy instance, preferring one whose result is held back (the
+    /// one a test or an operator is waiting to kill).
     pub(super) fn kill_busy_instance(&self) -> Option<u32> {
         let live = lock(&self.live);
+        let busy = |instance: &&Arc<Instance>| instance.is_busy() && instance.is_alive();
         let instance = live
             .iter()
-            .find(|instance| instance.is_busy() && instance.is_alive())?;
+            .filter(busy)
+            .find(|instance| instance.is_result_held())
+            .or_else(|| live.iter().find(busy))?;
         let function = &self.spec.function_name;
         tracing::info!(pid = instance.pid(), %function, "killing a busy instance");
         instance.kill();
@@ -318,6 +349,7 @@ impl Function {
                 busy: instance.is_busy(),
                 invocation_count: instance.invocation_count(),
                 log_stream: instance.log_stream().to_owned(),
+                result_held: instance.is_result_held(),
             })
             .collect();
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -333,6 +365,7 @@ impl Function {
             crash_count: load(&self.counters.crash),
             timeout_count: load(&self.counters.timeout),
             init_error_count: load(&self.counters.init_error),
+            result_hold_armed: lock(&self.result_hold).is_some(),
             instances,
         }
     }

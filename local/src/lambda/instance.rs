@@ -190,6 +190,11 @@ impl Instance {
         self.busy.store(busy, Ordering::SeqCst);
     }
 
+    /// The runtime posted a result that is held back (fault injection).
+    pub(super) fn is_result_held(&self) -> bool {
+        self.status.borrow().result_held
+    }
+
     pub(super) fn invocation_count(&self) -> u64 {
         self.invocation_count.load(Ordering::Relaxed)
     }
@@ -215,12 +220,15 @@ impl Instance {
     }
 
     /// Hands one invocation to the runtime and waits for its answer, the
-    /// process's exit or the timeout, whichever comes first.
+    /// process's exit or the timeout, whichever comes first. With
+    /// `hold_result` the answer is held back (see `runtime_api`), so only the
+    /// exit or the timeout can end the invocation.
     pub(super) async fn run(
         &self,
         request_id: &str,
         payload: Bytes,
         timeout: Duration,
+        hold_result: bool,
     ) -> RunOutcome {
         self.invocation_count.fetch_add(1, Ordering::Relaxed);
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
@@ -231,6 +239,7 @@ impl Instance {
             deadline_ms: id::epoch_ms().saturating_add(timeout_ms),
             trace_id: id::trace_id(),
             result,
+            hold_result,
         };
         if self.deliveries.try_send(delivery).is_err() {
             return RunOutcome::Exited(self.exit_description().await);

@@ -11,7 +11,8 @@
 //! `Type` and `message`. `Event` (asynchronous) invocations are rejected with
 //! a clear message rather than run without Lambda's retry semantics.
 //!
-//! [`admin_routes`] adds two local-only routes for tests and `make status`.
+//! [`admin_routes`] adds local-only routes for tests, `make status` and
+//! operators (the local cloud mounts them on its edge endpoint).
 
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::function::Function;
-use super::{InvokeError, LambdaService, PAYLOAD_BYTES_MAX};
+use super::{InvokeError, LambdaService, PAYLOAD_BYTES_MAX, PayloadMatch};
 
 pub fn invoke_routes(service: Arc<LambdaService>) -> Router {
     Router::new()
@@ -41,15 +42,29 @@ pub fn invoke_routes(service: Arc<LambdaService>) -> Router {
         .with_state(service)
 }
 
-/// Local-only: `GET /_local/lambda/stats` (every function's [`super::FunctionStats`])
-/// and `POST /_local/lambda/functions/{name}/kill-busy-instance` (SIGKILL one
-/// busy instance, as a crash would; 200 `{"pid": n}` or 404).
+/// Local-only routes, `{name}` being a function name or ARN:
+///
+/// - `GET /_local/lambda/stats` — every function's [`super::FunctionStats`];
+/// - `POST /_local/lambda/functions/{name}/kill-busy-instance` — SIGKILL one
+///   busy instance (one whose result is held first), as a crash would: its
+///   invocation fails with `Runtime.ExitError`; 200 `{"pid": n}`, or 404
+///   when none is busy;
+/// - `POST /_local/lambda/functions/{name}/hold-next-result` — arm
+///   [`LambdaService::hold_next_result`] for the next invocation, or with a
+///   body `{"match": {"action": "DEBIT", "userId": "u1"}}` for the next one
+///   whose payload has those top-level values; 200 `{"functionName", "match"}`.
+///   Then wait for an instance with `resultHeld: true` in the stats and kill
+///   it: the function's writes are done, its reply is lost.
 pub fn admin_routes(service: Arc<LambdaService>) -> Router {
     Router::new()
         .route("/_local/lambda/stats", get(stats))
         .route(
             "/_local/lambda/functions/{name}/kill-busy-instance",
             post(kill_busy_instance),
+        )
+        .route(
+            "/_local/lambda/functions/{name}/hold-next-result",
+            post(hold_next_result),
         )
         .with_state(service)
 }
@@ -280,5 +295,39 @@ async fn kill_busy_instance(
             let body = json!({"message": format!("no busy instance of {name}")});
             (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
         }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldRequest {
+    #[serde(default, rename = "match")]
+    matching: serde_json::Map<String, Value>,
+}
+
+async fn hold_next_result(
+    State(service): State<Arc<LambdaService>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        HoldRequest::default()
+    } else {
+        match serde_json::from_slice::<HoldRequest>(&body) {
+            Ok(request) => request,
+            Err(err) => {
+                let message = format!("expected {{\"match\": {{field: value, ...}}}}: {err}");
+                return aws_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequestContentException",
+                    &message,
+                );
+            }
+        }
+    };
+    let matching = Value::Object(request.matching.clone());
+    match service.hold_next_result(&name, PayloadMatch::fields(request.matching)) {
+        Ok(()) => axum::Json(json!({"functionName": name, "match": matching})).into_response(),
+        Err(err) => invoke_error(&err),
     }
 }

@@ -23,6 +23,13 @@
 //!   AWS; its stdout and stderr, plus Lambda's `START`/`END`/`REPORT` lines,
 //!   go to `log_dir/<binary>.log`.
 //!
+//! Fault injection, local only (also on the edge: see [`admin_routes`]):
+//! [`LambdaService::kill_busy_instance`] SIGKILLs an instance mid-invocation,
+//! and [`LambdaService::hold_next_result`] makes the next matching invocation
+//! run to its end but keeps its result from the caller, so that a kill lands
+//! deterministically after the function's writes and before its reply: the
+//! lost reply that Step Functions answers with a retry.
+//!
 //! Not emulated: memory limits (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE` is only
 //! reported), versions and aliases other than `$LATEST`, asynchronous
 //! (`Event`) invocations, response streaming, idle-instance reclaiming.
@@ -127,6 +134,35 @@ impl InvokeError {
     }
 }
 
+/// Which invocation a fault applies to: one whose payload is a JSON object
+/// with each of these top-level fields equal to the given value; no field
+/// matches every invocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PayloadMatch(serde_json::Map<String, Value>);
+
+impl PayloadMatch {
+    pub fn any() -> Self {
+        Self::default()
+    }
+
+    pub fn fields(fields: serde_json::Map<String, Value>) -> Self {
+        Self(fields)
+    }
+
+    fn matches(&self, payload: &[u8]) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        match serde_json::from_slice::<Value>(payload) {
+            Ok(Value::Object(payload)) => self
+                .0
+                .iter()
+                .all(|(field, value)| payload.get(field) == Some(value)),
+            _ => false,
+        }
+    }
+}
+
 /// One instance of a function, for tests and `make status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -135,6 +171,9 @@ pub struct InstanceStats {
     pub busy: bool,
     pub invocation_count: u64,
     pub log_stream: String,
+    /// Its runtime posted a result that is held back
+    /// ([`LambdaService::hold_next_result`]); only a kill or the timeout ends it.
+    pub result_held: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -152,6 +191,8 @@ pub struct FunctionStats {
     pub crash_count: u64,
     pub timeout_count: u64,
     pub init_error_count: u64,
+    /// A result hold is armed and waits for its invocation.
+    pub result_hold_armed: bool,
     /// The live instances; their pids let a test kill one from outside.
     pub instances: Vec<InstanceStats>,
 }
@@ -237,6 +278,21 @@ impl LambdaService {
     /// instance is busy. The invocation fails with `Runtime.ExitError`.
     pub fn kill_busy_instance(&self, function: &str) -> Option<u32> {
         self.resolve(function).ok()?.kill_busy_instance()
+    }
+
+    /// Arms a fault: the next invocation of `function` whose payload matches
+    /// runs to its end, but its result (response or error) is held back, so
+    /// that its instance shows `result_held` and stays busy until it is
+    /// killed ([`Self::kill_busy_instance`]: `Runtime.ExitError`) or times
+    /// out (`Sandbox.Timedout`). One invocation only; arming again replaces a
+    /// hold not yet taken.
+    pub fn hold_next_result(
+        &self,
+        function: &str,
+        matching: PayloadMatch,
+    ) -> Result<(), InvokeError> {
+        self.resolve(function)?.hold_next_result(matching);
+        Ok(())
     }
 
     /// Starts one instance of every function that has none, and waits until
@@ -359,6 +415,23 @@ mod tests {
         );
         assert_eq!(function_name_of("arn:aws:s3:::bucket"), None);
         assert_eq!(function_name_of(""), None);
+    }
+
+    #[test]
+    fn payload_matches_compare_top_level_fields() {
+        // GIVEN a match on two fields
+        let matching = PayloadMatch::fields(serde_json::Map::from_iter([
+            ("action".to_owned(), Value::from("DEBIT")),
+            ("userId".to_owned(), Value::from("u1")),
+        ]));
+        // THEN only payloads with both values match, whatever else they hold
+        assert!(matching.matches(br#"{"action":"DEBIT","userId":"u1","amount":{}}"#));
+        assert!(!matching.matches(br#"{"action":"COMPENSATE","userId":"u1"}"#));
+        assert!(!matching.matches(br#"{"action":"DEBIT"}"#));
+        assert!(!matching.matches(b"[1,2]"));
+        assert!(!matching.matches(b"not json"));
+        // AND an empty match takes any invocation
+        assert!(PayloadMatch::any().matches(b"not json"));
     }
 
     #[test]

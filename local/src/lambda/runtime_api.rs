@@ -12,6 +12,13 @@
 //!
 //! An unknown request id gets 400 `InvalidRequestID`; a response over 6 MB
 //! gets 413 and fails the invocation with `Function.ResponseSizeTooLarge`.
+//!
+//! Fault injection (local only): an invocation delivered with `hold_result`
+//! has its result (response or error) read and then never delivered, and the
+//! runtime's POST is left unanswered until the process exits; the instance
+//! reports `result_held`. The function's work is done (its writes are
+//! committed) but its caller never hears of it: killing the instance now is
+//! the crash between "committed" and "replied" that retries must survive.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -35,6 +42,8 @@ pub(super) struct Delivery {
     pub(super) deadline_ms: u64,
     pub(super) trace_id: String,
     pub(super) result: oneshot::Sender<Outcome>,
+    /// Read the runtime's result, then hold it back (see the module docs).
+    pub(super) hold_result: bool,
 }
 
 /// What the runtime reported for an invocation.
@@ -63,6 +72,8 @@ pub(super) struct Status {
     pub(super) init_error: Option<ErrorBody>,
     /// The process exited and was reaped: `exit status 1`, `signal: killed`.
     pub(super) exit: Option<String>,
+    /// The runtime posted a result that is being held back (fault injection).
+    pub(super) result_held: bool,
 }
 
 #[derive(Clone)]
@@ -74,7 +85,13 @@ struct Shared {
     /// Capacity 1: an instance runs one invocation at a time.
     deliveries: tokio::sync::Mutex<mpsc::Receiver<Delivery>>,
     /// The invocation handed out by the last `/next`, until answered.
-    in_flight: Mutex<Option<(String, oneshot::Sender<Outcome>)>>,
+    in_flight: Mutex<Option<InFlight>>,
+}
+
+struct InFlight {
+    request_id: String,
+    result: oneshot::Sender<Outcome>,
+    hold_result: bool,
 }
 
 impl RuntimeApi {
@@ -91,19 +108,37 @@ impl RuntimeApi {
         }))
     }
 
-    fn take_in_flight(&self, request_id: &str) -> Option<oneshot::Sender<Outcome>> {
+    fn take_in_flight(&self, request_id: &str) -> Option<InFlight> {
         let mut in_flight = self
             .0
             .in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match in_flight.take() {
-            Some((id, sender)) if id == request_id => Some(sender),
+            Some(taken) if taken.request_id == request_id => Some(taken),
             other => {
                 *in_flight = other;
                 None
             }
         }
+    }
+
+    /// Keeps a result from its caller until the process exits (a kill, or
+    /// the invocation's timeout, which kills it), then answers the runtime.
+    async fn hold(&self, request_id: &str, sender: oneshot::Sender<Outcome>) -> Response {
+        tracing::info!(%request_id, "holding the result of an invocation (fault injection)");
+        let mut status = self.0.status.subscribe();
+        self.0
+            .status
+            .send_modify(|status| status.result_held = true);
+        // An error means the instance is gone: stop waiting either way.
+        let _ = status.wait_for(|status| status.exit.is_some()).await;
+        drop(sender);
+        runtime_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ServiceError",
+            "result held back and dropped (fault injection)",
+        )
     }
 }
 
@@ -156,7 +191,11 @@ async fn next(State(api): State<RuntimeApi>) -> Response {
     *api.0
         .in_flight
         .lock()
-        .unwrap_or_else(PoisonError::into_inner) = Some((delivery.request_id, delivery.result));
+        .unwrap_or_else(PoisonError::into_inner) = Some(InFlight {
+        request_id: delivery.request_id,
+        result: delivery.result,
+        hold_result: delivery.hold_result,
+    });
     (StatusCode::OK, headers, delivery.payload).into_response()
 }
 
@@ -165,10 +204,15 @@ async fn response(
     Path(request_id): Path<String>,
     body: Body,
 ) -> Response {
-    let Some(sender) = api.take_in_flight(&request_id) else {
+    let Some(in_flight) = api.take_in_flight(&request_id) else {
         return invalid_request_id();
     };
-    match read_limited(body).await {
+    let sender = in_flight.result;
+    let read = read_limited(body).await;
+    if in_flight.hold_result {
+        return api.hold(&request_id, sender).await;
+    }
+    match read {
         Ok(bytes) => {
             // The caller may have gone (timed out): nothing left to tell.
             let _ = sender.send(Outcome::Response(bytes));
@@ -208,11 +252,14 @@ async fn invocation_error(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(sender) = api.take_in_flight(&request_id) else {
+    let Some(in_flight) = api.take_in_flight(&request_id) else {
         return invalid_request_id();
     };
     let error = error_body(&headers, body, "Unhandled").await;
-    let _ = sender.send(Outcome::Error(error));
+    if in_flight.hold_result {
+        return api.hold(&request_id, in_flight.result).await;
+    }
+    let _ = in_flight.result.send(Outcome::Error(error));
     accepted()
 }
 
