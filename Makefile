@@ -11,7 +11,7 @@ TOOLS_PATH := $(CURDIR)/$(TOOLS_VENV)/bin:$(PATH)
 STACK_NAME ?= payment-saga-dev
 
 .PHONY: help setup fmt fmt-check clippy lint test test-unit test-contract build clean
-.PHONY: start-local stop-all status demo logs-lambda logs-stepfunction
+.PHONY: start-local stop-all status demo logs-lambda logs-stepfunction measure-local
 .PHONY: test-payment test-payment-small test-payment-large test-payment-fail test-payment-custom
 .PHONY: test-refund test-e2e test-circuit-breaker test-curl-wallet-credit test-check-wallet-balance
 .PHONY: tools validate-template build-all build-lambda sam-build deploy
@@ -59,6 +59,10 @@ stop-all: ## Stop the local cloud and everything it started
 
 status: ## Is the local cloud running, and where
 	@./scripts/local.sh status
+
+measure-local: ## Time to healthy, processes and RSS of a throwaway local cloud (PAYMENT_COUNT=3)
+	@$(CARGO) build --workspace --bins
+	@./scripts/measure-local.sh
 
 demo: ## One demo payment (50 USD, demo_user) through the flow monitor
 	@USER_ID=demo_user ./scripts/tester.sh pay 50 --fund
