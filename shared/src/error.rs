@@ -1,7 +1,9 @@
 //! The one error taxonomy. Every error in the system maps to an [`ErrorType`],
 //! whose name is the Lambda `errorType` that the state machine matches with
-//! `ErrorEquals` and that the API maps to a status code. Transient failures are
-//! all `Retryable`; each business failure has its own name.
+//! `ErrorEquals` and that the API maps to a status code. Transient failures of
+//! our own are all `Retryable` and an unavailable gateway is
+//! `GatewayUnavailable` (both retried, see [`ErrorType::is_retryable`]); each
+//! business failure has its own name.
 
 use std::fmt;
 
@@ -11,8 +13,13 @@ use crate::domain::{
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorType {
-    /// Throttling, version conflicts, timeouts, 5xx: try again with backoff.
+    /// Store throttling, timeouts and 5xx, version conflicts: try again with
+    /// backoff.
     Retryable,
+    /// The gateway was unavailable (connection refused, 5xx, 429): the request
+    /// was definitely not processed. Retried with backoff like `Retryable`; a
+    /// payment that still fails records `GATEWAY_UNAVAILABLE`, which says why.
+    GatewayUnavailable,
     ValidationError,
     CurrencyMismatch,
     InsufficientFunds,
@@ -43,8 +50,9 @@ pub enum ErrorType {
 }
 
 impl ErrorType {
-    pub const ALL: [ErrorType; 18] = [
+    pub const ALL: [ErrorType; 19] = [
         Self::Retryable,
+        Self::GatewayUnavailable,
         Self::ValidationError,
         Self::CurrencyMismatch,
         Self::InsufficientFunds,
@@ -67,6 +75,7 @@ impl ErrorType {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Retryable => "Retryable",
+            Self::GatewayUnavailable => "GatewayUnavailable",
             Self::ValidationError => "ValidationError",
             Self::CurrencyMismatch => "CurrencyMismatch",
             Self::InsufficientFunds => "InsufficientFunds",
@@ -87,8 +96,29 @@ impl ErrorType {
         }
     }
 
+    /// Transient: the same request may succeed later. The ASL retries exactly
+    /// these names (and AWS's own transient ones) on its idempotent tasks.
     pub fn is_retryable(self) -> bool {
-        self == Self::Retryable
+        match self {
+            Self::Retryable | Self::GatewayUnavailable => true,
+            Self::ValidationError
+            | Self::CurrencyMismatch
+            | Self::InsufficientFunds
+            | Self::WalletNotFound
+            | Self::PaymentNotFound
+            | Self::RefundNotFound
+            | Self::NotFound
+            | Self::AlreadyExists
+            | Self::InvalidTransition
+            | Self::LedgerConflict
+            | Self::DebitNotFound
+            | Self::RefundExceedsAmount
+            | Self::PaymentDeclined
+            | Self::CircuitOpen
+            | Self::GatewayAmbiguous
+            | Self::GatewayRejected
+            | Self::InternalError => false,
+        }
     }
 
     /// Parses a name produced by [`ErrorType::as_str`].
@@ -325,6 +355,10 @@ mod tests {
             "INSUFFICIENT_FUNDS"
         );
         assert_eq!(ErrorType::CircuitOpen.reason_code(), "CIRCUIT_OPEN");
+        assert_eq!(
+            ErrorType::GatewayUnavailable.reason_code(),
+            "GATEWAY_UNAVAILABLE"
+        );
         assert_eq!(ErrorType::from_name("States.ALL"), None);
     }
 
@@ -355,6 +389,29 @@ mod tests {
             ErrorType::ValidationError
         );
     }
+
+    #[test]
+    fn an_unavailable_gateway_has_its_own_retryable_name() {
+        // GIVEN a gateway that definitely did not process the request
+        let unavailable = GatewayError::Unavailable("503 SERVICE_UNAVAILABLE".into());
+        // THEN it is named for the gateway, not lumped with our own transient failures
+        assert_eq!(unavailable.error_type(), ErrorType::GatewayUnavailable);
+        assert_eq!(unavailable.error_type().as_str(), "GatewayUnavailable");
+        // AND it is still retried, like every transient failure
+        assert!(unavailable.error_type().is_retryable());
+        // AND an ambiguous or rejected call is not retried blindly
+        assert!(
+            !GatewayError::Ambiguous("timeout".into())
+                .error_type()
+                .is_retryable()
+        );
+        let rejected = GatewayError::Rejected {
+            status: 422,
+            code: "IDEMPOTENCY_MISMATCH".into(),
+            message: String::new(),
+        };
+        assert!(!rejected.error_type().is_retryable());
+    }
 }
 
 /// Failures talking to the external payment gateway. A decline is not an
@@ -382,7 +439,7 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn error_type(&self) -> ErrorType {
         match self {
-            Self::Unavailable(_) => ErrorType::Retryable,
+            Self::Unavailable(_) => ErrorType::GatewayUnavailable,
             Self::Ambiguous(_) => ErrorType::GatewayAmbiguous,
             Self::Rejected { .. } => ErrorType::GatewayRejected,
         }

@@ -28,13 +28,17 @@ const AWS_NAMES: [&str; 10] = [
 ];
 
 /// Errors that mean "not done, safe to try again" for an idempotent task.
-/// A timeout or a crash (`Runtime.ExitError`: the instance died mid-invocation)
+/// `GatewayUnavailable`: the gateway definitely did not process the request.
+/// A timeout or a crash (`Runtime.ExitError`, or `Lambda.Unknown` when AWS
+/// reports an unhandled failure that way: the instance died mid-invocation)
 /// may hide a committed write; retrying is still safe because the write is
 /// idempotent, and only for that reason.
-const TRANSIENT: [&str; 8] = [
+const TRANSIENT: [&str; 10] = [
     "Retryable",
+    "GatewayUnavailable",
     "Sandbox.Timedout",
     "Runtime.ExitError",
+    "Lambda.Unknown",
     "States.Timeout",
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
@@ -125,8 +129,8 @@ fn every_matched_name_is_produced_by_the_code_or_aws() {
         let known = ErrorType::from_name(name).is_some() || AWS_NAMES.contains(&name.as_str());
         assert!(known, "the ASL matches `{name}`, which no code produces");
     }
-    // And every business error the code produces is named somewhere, or the
-    // saga would route it only by the catch-all.
+    // And every business or gateway error the code produces is named
+    // somewhere, or the saga would route it only by the catch-all.
     for business in [
         ErrorType::InsufficientFunds,
         ErrorType::WalletNotFound,
@@ -134,6 +138,7 @@ fn every_matched_name_is_produced_by_the_code_or_aws() {
         ErrorType::CircuitOpen,
         ErrorType::GatewayRejected,
         ErrorType::GatewayAmbiguous,
+        ErrorType::GatewayUnavailable,
     ] {
         assert!(
             used.contains(business.as_str()),
@@ -144,6 +149,14 @@ fn every_matched_name_is_produced_by_the_code_or_aws() {
 
 #[test]
 fn retries_only_transient_errors_with_bounded_jittered_backoff() {
+    // The code and the ASL agree on which of our names are transient.
+    for error_type in ErrorType::ALL {
+        assert_eq!(
+            error_type.is_retryable(),
+            TRANSIENT.contains(&error_type.as_str()),
+            "{error_type}"
+        );
+    }
     let asl = asl();
     for (name, state) in states(&asl) {
         for rule in rules(state, "Retry") {
@@ -184,9 +197,11 @@ fn retries_only_transient_errors_with_bounded_jittered_backoff() {
                     "GatewayAmbiguous",
                     "States.Timeout",
                     "Sandbox.Timedout",
-                    "Runtime.ExitError"
+                    "Runtime.ExitError",
+                    "Lambda.Unknown"
                 ]
-                .contains(&error.as_str())
+                .contains(&error.as_str()),
+                "ProcessPayment retries {error}"
             );
         }
     }
@@ -197,29 +212,62 @@ fn retries_only_transient_errors_with_bounded_jittered_backoff() {
     );
 }
 
-/// A crashed instance (`Runtime.ExitError`) leaves the same doubt as a timed
-/// out one: the work may be done, the reply is lost. So every state treats
-/// the two alike: an idempotent task retries both (the debit retried after a
-/// crash is a no-op: its txId is already in the ledger), the charge retries
-/// neither, and a catcher that names one names the other.
+/// A crashed instance (`Runtime.ExitError`, which AWS may also report as
+/// `Lambda.Unknown`) leaves the same doubt as a timed out one: the work may be
+/// done, the reply is lost. So every state treats them alike: an idempotent
+/// task retries them all (the debit retried after a crash is a no-op: its txId
+/// is already in the ledger), the charge retries none, and a catcher that
+/// names one names the others.
 #[test]
 fn a_crash_is_handled_like_a_timeout() {
     let asl = asl();
+    let crash_names = ["Runtime.ExitError", "Lambda.Unknown"];
     for (name, state) in states(&asl) {
         for field in ["Retry", "Catch"] {
             for rule in rules(state, field) {
                 let listed = names(rule);
                 let timeout = listed.iter().any(|n| n == "Sandbox.Timedout");
-                let crash = listed.iter().any(|n| n == "Runtime.ExitError");
-                assert_eq!(timeout, crash, "{name}.{field}: {listed:?}");
+                for crash_name in crash_names {
+                    let crash = listed.iter().any(|n| n == crash_name);
+                    assert_eq!(timeout, crash, "{name}.{field}: {listed:?}");
+                }
             }
         }
         if state["Type"] == "Task" && name != "ProcessPayment" {
-            let retried = rules(state, "Retry")
-                .into_iter()
-                .any(|rule| names(rule).iter().any(|n| n == "Runtime.ExitError"));
-            assert!(retried, "{name} does not retry a crashed instance");
+            for crash_name in crash_names {
+                let retried = rules(state, "Retry")
+                    .into_iter()
+                    .any(|rule| names(rule).iter().any(|n| n == crash_name));
+                assert!(
+                    retried,
+                    "{name} does not retry a crashed instance ({crash_name})"
+                );
+            }
         }
+    }
+}
+
+/// An unavailable gateway is a transient failure with its own name: wherever
+/// a gateway-calling task retries or catches `Retryable`, it does the same
+/// with `GatewayUnavailable`, so the name changes what a failed payment
+/// records and nothing else.
+#[test]
+fn an_unavailable_gateway_is_handled_like_any_transient_failure() {
+    let asl = asl();
+    let s = states(&asl);
+    for task in ["ProcessPayment", "CheckPaymentStatus"] {
+        for field in ["Retry", "Catch"] {
+            for rule in rules(&s[task], field) {
+                let listed = names(rule);
+                let retryable = listed.iter().any(|n| n == "Retryable");
+                let unavailable = listed.iter().any(|n| n == "GatewayUnavailable");
+                assert_eq!(retryable, unavailable, "{task}.{field}: {listed:?}");
+            }
+        }
+        let retried = rules(&s[task], "Retry")
+            .into_iter()
+            .any(|rule| names(rule).iter().any(|n| n == "GatewayUnavailable"));
+        assert!(retried, "{task} does not retry an unavailable gateway");
     }
 }
 
@@ -244,6 +292,7 @@ fn business_errors_are_routed_by_the_saga_rules() {
         "PaymentDeclined",
         "CircuitOpen",
         "GatewayRejected",
+        "GatewayUnavailable",
         "Retryable",
     ] {
         assert_eq!(
@@ -258,10 +307,12 @@ fn business_errors_are_routed_by_the_saga_rules() {
         "States.Timeout",
         "Sandbox.Timedout",
         "Runtime.ExitError",
+        "Lambda.Unknown",
     ] {
         assert_eq!(
             catch_target(&s["ProcessPayment"], ambiguous).as_deref(),
-            Some("ResolveAmbiguousCharge")
+            Some("ResolveAmbiguousCharge"),
+            "{ambiguous}"
         );
     }
     // Failed compensation or a captured charge that cannot be recorded: reconciliation.

@@ -7,60 +7,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use local::cloud::{LocalCloud, Options};
+use local::cloud::LocalCloud;
 use local::template::{Context, Template};
 use saga_tests::backend::repo_root;
+use saga_tests::cloud::options;
 use serde_json::{Value, json};
 use shared::domain::{Currency, LedgerEntry, UserId, WalletKey};
 use shared::dynamo::{DynamoStore, TableNames};
 use shared::ports::WalletRepo;
 
-/// Waits and retry intervals run 20x faster than real time.
-const TIME_SCALE: f64 = 0.05;
 /// The longest a payment may take to settle in these tests.
 const SETTLE_SECONDS_MAX: u64 = 60;
-
-fn bin_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| repo_root().join("target"), PathBuf::from);
-    let dir = target.join("debug");
-    for binary in [
-        "local",
-        "mock-gateway",
-        "api-handler",
-        "invoice-processor",
-        "wallet-service",
-        "payments-adapter",
-        "refund-service",
-    ] {
-        assert!(
-            dir.join(binary).exists(),
-            "{binary} is not built: run `cargo build --workspace --bins` first"
-        );
-    }
-    dir
-}
-
-fn options(function_env: BTreeMap<String, String>) -> Options {
-    let data_dir = std::env::temp_dir().join(format!("saga-e2e-{}", ulid::Ulid::new()));
-    Options {
-        root: repo_root(),
-        data_dir,
-        in_memory: true,
-        bin_dir: bin_dir(),
-        edge_port: 0,
-        api_port: 0,
-        gateway_port: 0,
-        time_scale: TIME_SCALE,
-        instance_count_max: 6,
-        gateway_pending_delay_ms: 300,
-        function_env,
-    }
-}
 
 /// One runtime and one cloud shared by the scenarios that leave the gateway
 /// in its normal mode (the cloud lives as long as the test process).
@@ -358,7 +318,7 @@ fn a_gateway_error_is_retried_then_compensated() {
         client.credit(&dave, "2000").await;
         let payment = client.settled(&client.pay(&dave, "999.99").await).await;
         assert_eq!(payment["status"], "FAILED", "{payment}");
-        assert_eq!(payment["failureReason"], "RETRYABLE");
+        assert_eq!(payment["failureReason"], "GATEWAY_UNAVAILABLE", "{payment}");
         assert_eq!(client.balance(&dave).await, "2000.00");
     });
 }

@@ -435,6 +435,9 @@ fn hint(failure_reason: Option<&str>) -> Option<&'static str> {
              OpenSeconds (30 s locally)"
         }
         "PAYMENT_DECLINED" => "the gateway declined it (mock gateway: amounts ending in .13)",
+        "GATEWAY_UNAVAILABLE" => {
+            "the gateway kept failing (mock gateway: 999.99, or its mode): `curl localhost:3000/control/mode`"
+        }
         _ => return None,
     })
 }

@@ -121,7 +121,10 @@ impl From<ErrorType> for Code {
             ErrorType::InvalidTransition => Self::PaymentNotRefundable,
             ErrorType::RefundExceedsAmount => Self::RefundExceedsAmount,
             ErrorType::PaymentDeclined => Self::PaymentDeclined,
-            ErrorType::GatewayAmbiguous | ErrorType::GatewayRejected => Self::GatewayError,
+            // The gateway, not us: down (retry later), no answer, or refused.
+            ErrorType::GatewayUnavailable
+            | ErrorType::GatewayAmbiguous
+            | ErrorType::GatewayRejected => Self::GatewayError,
             // A completed payment without its debit is a broken invariant.
             ErrorType::DebitNotFound | ErrorType::InternalError => Self::InternalError,
         }
@@ -241,8 +244,8 @@ fn server_message(code: Code) -> &'static str {
              same Idempotency-Key."
         }
         Code::GatewayError => {
-            "The payment gateway did not give a usable answer. Retry with the same \
-             Idempotency-Key; the request is never applied twice."
+            "The payment gateway was unavailable or did not give a usable answer. Retry with \
+             the same Idempotency-Key; the request is never applied twice."
         }
         Code::RateLimited => "Too many requests right now. Retry with exponential backoff.",
         _ => "An internal error occurred. It has been logged with this request's X-Request-Id.",
@@ -288,6 +291,7 @@ mod tests {
                 error_type,
                 ErrorType::Retryable
                     | ErrorType::CircuitOpen
+                    | ErrorType::GatewayUnavailable
                     | ErrorType::GatewayAmbiguous
                     | ErrorType::GatewayRejected
                     | ErrorType::DebitNotFound
@@ -298,6 +302,10 @@ mod tests {
         assert_eq!(
             Code::from(ErrorType::RefundExceedsAmount).as_str(),
             "refund_exceeds_amount"
+        );
+        assert_eq!(
+            Code::from(ErrorType::GatewayUnavailable),
+            Code::GatewayError
         );
     }
 

@@ -6,7 +6,7 @@
 //! - STATUS: the gateway's view of the charge (NOT_FOUND when it has none),
 //!   with `checks` counted up so the state machine can bound its waiting loop.
 //!
-//! Gateway failures keep their names (`Retryable`, `GatewayAmbiguous`,
+//! Gateway failures keep their names (`GatewayUnavailable`, `GatewayAmbiguous`,
 //! `GatewayRejected`); an open circuit is `CircuitOpen` and the gateway is not
 //! called. The `paymentId` is the gateway's idempotency key, so a retried
 //! step never charges twice.

@@ -122,7 +122,7 @@ async fn a_decline_is_never_a_success() {
 #[tokio::test]
 async fn gateway_failures_leave_with_their_taxonomy_names() {
     let cases = [
-        (unavailable(), "Retryable"),
+        (unavailable(), "GatewayUnavailable"),
         (
             GatewayError::Ambiguous("timed out".into()),
             "GatewayAmbiguous",
@@ -291,7 +291,7 @@ async fn a_failed_probe_reopens_the_circuit_for_another_period() {
     world.gateway.push_charge(Err(unavailable()));
     assert_eq!(
         charge(&deps).await.unwrap_err().error_type,
-        ErrorType::Retryable
+        ErrorType::GatewayUnavailable
     );
     assert_eq!(world.breaker_state().await, BreakerState::Open);
     let calls = world.gateway.call_count();

@@ -13,8 +13,8 @@
 //!
 //! A re-run finds the stored refund and continues from its status:
 //! REQUESTED → 2 and 3; GATEWAY_REFUNDED → 3; COMPLETED → the refund as it is.
-//! Transient failures leave the refund where it is and return `Retryable` or
-//! `GatewayAmbiguous`, so the caller can run it again.
+//! Transient failures leave the refund where it is and return `Retryable`,
+//! `GatewayUnavailable` or `GatewayAmbiguous`, so the caller can run it again.
 
 mod settlement;
 

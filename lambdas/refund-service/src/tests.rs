@@ -606,8 +606,10 @@ async fn a_gateway_outage_leaves_the_refund_requested_and_a_rerun_completes_it()
     let cmd = command(&payment, Some("40"), None);
     // WHEN the gateway is down
     let err = world.run(cmd.clone()).await.unwrap_err();
-    // THEN the error is retryable, the refund REQUESTED, its amount reserved, no credit
-    assert_eq!(err.error_type, ErrorType::Retryable);
+    // THEN the error names the gateway and is retryable, the refund REQUESTED,
+    // its amount reserved, no credit
+    assert_eq!(err.error_type, ErrorType::GatewayUnavailable);
+    assert!(err.error_type.is_retryable());
     let refund = world.refund(&cmd.refund_id).await.unwrap();
     assert_eq!(refund.status, RefundStatus::Requested);
     let reserved = world.payment(&payment.payment_id).await;

@@ -448,6 +448,11 @@ fn refund_examples(paid: &PaymentId, pending: &PaymentId, unknown: &PaymentId) -
             502,
         ),
         Example(
+            Setup::refused(ErrorType::GatewayUnavailable),
+            refund(paid, json!({})),
+            502,
+        ),
+        Example(
             Setup::refused(ErrorType::DebitNotFound),
             refund(paid, json!({})),
             500,

@@ -122,6 +122,12 @@ async fn refund_service_errors_map_to_statuses_and_codes() {
             "api_error",
         ),
         (
+            ErrorType::GatewayUnavailable,
+            502,
+            "gateway_error",
+            "api_error",
+        ),
+        (
             ErrorType::GatewayAmbiguous,
             502,
             "gateway_error",
