@@ -146,14 +146,17 @@ async fn dynamo_stats(State(state): State<EdgeState>) -> Response<Body> {
 }
 
 /// DynamoDB requests go to the embedded engine unchanged, except that they ask
-/// for their consumed capacity (counted in [`DynamoStats`]).
+/// for their consumed capacity (counted in [`DynamoStats`]); a client that did
+/// not ask for it does not see it.
 async fn forward_to_dynamo(
     state: &EdgeState,
     operation: &str,
     headers: &HeaderMap,
     body: Vec<u8>,
 ) -> Response<Body> {
-    let body = axum::body::Bytes::from(dynamo_stats::with_capacity_request(operation, body));
+    let request_body = dynamo_stats::with_capacity_request(operation, body);
+    let added_capacity = request_body.added;
+    let body = axum::body::Bytes::from(request_body.body);
     let mut request = state.http.post(&*state.dynamo_endpoint).body(body.clone());
     for name in [
         "x-amz-target",
@@ -192,6 +195,17 @@ async fn forward_to_dynamo(
     state
         .dynamo_stats
         .record(operation, status.is_success(), &body, &bytes);
+    let bytes = match added_capacity
+        .then(|| dynamo_stats::without_capacity(&bytes))
+        .flatten()
+    {
+        Some(stripped) => {
+            // The engine's checksum was of the body with the capacity in it.
+            forwarded.remove("x-amz-crc32");
+            axum::body::Bytes::from(stripped)
+        }
+        None => bytes,
+    };
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     *response.headers_mut() = forwarded;

@@ -1,5 +1,6 @@
 //! An in-process local cloud for end-to-end tests: ephemeral loopback ports, an
-//! in-memory DynamoDB, a temp data dir and the real binaries from `target/debug`.
+//! in-memory DynamoDB, a data dir under `target/tmp` and the real binaries from
+//! `target/debug`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,11 +12,14 @@ use crate::backend::repo_root;
 /// Waits and retry intervals run 20x faster than real time.
 pub const TIME_SCALE: f64 = 0.05;
 
+/// The workspace's `target` (or `CARGO_TARGET_DIR`).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from)
+}
+
 /// `target/debug`, checked to hold every binary the cloud starts plus `extra`.
 pub fn bin_dir(extra: &[&str]) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| repo_root().join("target"), PathBuf::from);
-    let dir = target.join("debug");
+    let dir = target_dir().join("debug");
     for binary in [
         "local",
         "mock-gateway",
@@ -37,8 +41,12 @@ pub fn bin_dir(extra: &[&str]) -> PathBuf {
 }
 
 /// Options for a throwaway cloud; `function_env` overrides Lambda environment.
+/// Its data dir (the functions' logs, execution histories) stays in
+/// `target/tmp/saga-e2e-*` to be read after a failure; `cargo clean` removes it.
 pub fn options(function_env: BTreeMap<String, String>) -> Options {
-    let data_dir = std::env::temp_dir().join(format!("saga-e2e-{}", ulid::Ulid::new()));
+    let data_dir = target_dir()
+        .join("tmp")
+        .join(format!("saga-e2e-{}", ulid::Ulid::new()));
     Options {
         root: repo_root(),
         data_dir,

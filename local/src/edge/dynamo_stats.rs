@@ -9,11 +9,11 @@
 //! wallet version conflict can be told from an idempotent replay.
 //!
 //! To learn the capacity of a request, the edge asks for it: a data-plane
-//! request without `ReturnConsumedCapacity` gets `"TOTAL"`, as a client could
-//! have asked. The reply then carries a `ConsumedCapacity` that the AWS SDKs
-//! parse and the functions ignore. The engine accounts it the way DynamoDB
-//! does: 4 KB read units, 1 KB write units, 2x in transactions, index writes
-//! included.
+//! request without `ReturnConsumedCapacity` gets `"TOTAL"`, and the
+//! `ConsumedCapacity` it did not ask for is taken out of the reply again
+//! ([`without_capacity`]), so a client sees what DynamoDB would send it. The
+//! engine accounts capacity the way DynamoDB does: 4 KB read units, 1 KB write
+//! units, 2x in transactions, index writes included.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
@@ -125,18 +125,26 @@ fn condition_failed_tables(request: &[u8], reply: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// A request body and whether the edge asked for its capacity on the
+/// client's behalf (then the reply's `ConsumedCapacity` is the edge's own).
+pub struct CapacityRequest {
+    pub body: Vec<u8>,
+    pub added: bool,
+}
+
 /// The request body with `"ReturnConsumedCapacity":"TOTAL"` added when the
 /// operation accepts it and the client did not choose; otherwise unchanged.
-pub fn with_capacity_request(operation: &str, body: Vec<u8>) -> Vec<u8> {
+pub fn with_capacity_request(operation: &str, body: Vec<u8>) -> CapacityRequest {
     const FIELD: &[u8] = b"\"ReturnConsumedCapacity\"";
+    let unchanged = |body| CapacityRequest { body, added: false };
     if !CAPACITY_OPERATIONS.contains(&operation) || contains(&body, FIELD) {
-        return body;
+        return unchanged(body);
     }
     let Some(open) = body.iter().position(|b| !b.is_ascii_whitespace()) else {
-        return body;
+        return unchanged(body);
     };
     if body[open] != b'{' {
-        return body;
+        return unchanged(body);
     }
     let rest = &body[open + 1..];
     let empty = rest
@@ -152,7 +160,19 @@ pub fn with_capacity_request(operation: &str, body: Vec<u8>) -> Vec<u8> {
     out.extend_from_slice(&body[..=open]);
     out.extend_from_slice(insert);
     out.extend_from_slice(rest);
-    out
+    CapacityRequest {
+        body: out,
+        added: true,
+    }
+}
+
+/// The reply without its top-level `ConsumedCapacity`, or `None` when it has
+/// none (or is not a JSON object) and goes to the client as it is.
+pub fn without_capacity(reply: &[u8]) -> Option<Vec<u8>> {
+    let mut object =
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(reply).ok()?;
+    object.remove("ConsumedCapacity")?;
+    serde_json::to_vec(&object).ok()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -243,14 +263,36 @@ mod tests {
         let empty = with_capacity_request("Query", b" { } ".to_vec());
         let chosen = br#"{"TableName":"t","ReturnConsumedCapacity":"NONE"}"#.to_vec();
         // THEN TOTAL is added only where the client did not choose, and the JSON stays valid
-        let put: serde_json::Value = serde_json::from_slice(&put).unwrap();
+        assert!(put.added && empty.added);
+        let put: serde_json::Value = serde_json::from_slice(&put.body).unwrap();
         assert_eq!(put["ReturnConsumedCapacity"], "TOTAL");
         assert_eq!(put["TableName"], "t");
-        let empty: serde_json::Value = serde_json::from_slice(&empty).unwrap();
+        let empty: serde_json::Value = serde_json::from_slice(&empty.body).unwrap();
         assert_eq!(empty["ReturnConsumedCapacity"], "TOTAL");
-        assert_eq!(with_capacity_request("GetItem", chosen.clone()), chosen);
+        let kept = with_capacity_request("GetItem", chosen.clone());
+        assert!(!kept.added);
+        assert_eq!(kept.body, chosen);
         // AND control-plane operations are left alone
-        assert_eq!(with_capacity_request("ListTables", b"{}".to_vec()), b"{}");
+        let control = with_capacity_request("ListTables", b"{}".to_vec());
+        assert!(!control.added);
+        assert_eq!(control.body, b"{}");
+    }
+
+    #[test]
+    fn capacity_the_client_did_not_ask_for_leaves_the_reply() {
+        // GIVEN a reply carrying the capacity the edge asked for
+        let reply = br#"{"Items":[{"k":{"S":"v"}}],"Count":1,"ScannedCount":1,"ConsumedCapacity":{"TableName":"t","CapacityUnits":0.5}}"#;
+        // WHEN it is stripped
+        let stripped: serde_json::Value =
+            serde_json::from_slice(&without_capacity(reply).unwrap()).unwrap();
+        // THEN everything but ConsumedCapacity is as the engine sent it
+        assert_eq!(
+            stripped,
+            serde_json::json!({"Items":[{"k":{"S":"v"}}],"Count":1,"ScannedCount":1})
+        );
+        // AND replies without it, and error replies, are passed on untouched
+        assert_eq!(without_capacity(br#"{"Item":{"k":{"S":"v"}}}"#), None);
+        assert_eq!(without_capacity(b"not json"), None);
     }
 
     #[test]
