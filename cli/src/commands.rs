@@ -12,7 +12,7 @@ use crate::args::{
 };
 use crate::error::{CliError, CliResult};
 use crate::monitor::flow::Flow;
-use crate::monitor::{Monitor, event_from, render_line};
+use crate::monitor::{Monitor, StartingBalance, event_from, render_line};
 use crate::output::{Color, Style};
 use crate::stepfunctions::{StepFunctions, Target};
 
@@ -110,7 +110,7 @@ async fn pay(global: &Global, args: &PayArgs) -> CliResult<ExitCode> {
         options: &args.watch_options,
     };
     monitor
-        .watch(&execution_arn, Some(before.unwrap_or_else(|| "0".into())))
+        .watch(&execution_arn, StartingBalance::BeforePayment(before))
         .await
 }
 
@@ -171,7 +171,9 @@ async fn monitor(global: &Global, args: &MonitorArgs) -> CliResult<ExitCode> {
         json: global.json,
         options: &args.watch_options,
     };
-    monitor.watch(&execution_arn, None).await
+    monitor
+        .watch(&execution_arn, StartingBalance::WhenTheMonitorStarts)
+        .await
 }
 
 async fn wallet(global: &Global, command: &WalletCommand) -> CliResult<ExitCode> {

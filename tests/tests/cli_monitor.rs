@@ -203,6 +203,30 @@ fn an_expected_failure_exits_zero_and_an_unexpected_one_exits_one() {
 }
 
 #[test]
+fn a_user_without_a_wallet_is_told_so_with_a_hint() {
+    // GIVEN a user who never had a USD wallet
+    let user = user("nowallet");
+    // WHEN a payment is sent and watched
+    let out = saga(&["pay", "--user", &user, "--amount", "5", "--watch"]);
+    let text = stdout(&out);
+    // THEN it fails with WALLET_NOT_FOUND, says there is no wallet (not a zero
+    // balance) and tells the tester how to create one
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_in_order(
+        &text,
+        &[
+            "Initial Wallet Balance: no USD wallet",
+            "WalletNotFound",
+            "Payment ended FAILED, expected COMPLETED",
+            "Failure Reason: WALLET_NOT_FOUND",
+            "Balance: no USD wallet",
+            "Final Balance: no USD wallet",
+            "hint: the user has no wallet in this currency",
+        ],
+    );
+}
+
+#[test]
 fn monitor_replays_a_finished_payment_from_its_history() {
     let user = user("replay");
     credit(&user, "100");

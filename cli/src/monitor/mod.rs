@@ -166,22 +166,34 @@ pub struct Monitor<'a> {
     pub options: &'a WatchOptions,
 }
 
+/// Where the summary's balance starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartingBalance {
+    /// Read before the payment was sent (`pay --watch`); `None`: the user had
+    /// no wallet in the payment's currency.
+    BeforePayment(Option<String>),
+    /// Read when the monitor finds the execution (`saga monitor`).
+    WhenTheMonitorStarts,
+}
+
 impl Monitor<'_> {
-    /// Follows the execution to its end. `initial_balance` is the balance read
-    /// before the payment was sent (`pay --watch`); without it the monitor
-    /// shows the balance it finds when it starts.
+    /// Follows the execution to its end; the summary's balance starts from
+    /// `starting`.
     pub async fn watch(
         &self,
         execution_arn: &str,
-        initial_balance: Option<String>,
+        starting: StartingBalance,
     ) -> CliResult<ExitCode> {
         let deadline = Instant::now() + Duration::from_secs(self.options.timeout);
         let poll = Duration::from_millis(self.options.poll_ms.max(20));
         let mut flow = Flow::new();
         let mut last_id = 0_i64;
         let mut details: Option<Details> = None;
-        let before_payment = initial_balance.is_some();
-        let mut balance_before = initial_balance;
+        let before_payment = matches!(starting, StartingBalance::BeforePayment(_));
+        let mut balance_before = match starting {
+            StartingBalance::BeforePayment(balance) => balance,
+            StartingBalance::WhenTheMonitorStarts => None,
+        };
         let mut current_state = String::from("(not started)");
         let mut failure: (Option<String>, Option<String>) = (None, None);
         let mut total_ms = 0;
@@ -192,9 +204,7 @@ impl Monitor<'_> {
                 last_id = last_id.max(event.id);
                 if let Kind::ExecutionStarted { input } = &event.kind {
                     let found = input.as_deref().and_then(Details::from_input);
-                    if balance_before.is_none()
-                        && let Some(found) = &found
-                    {
+                    if !before_payment && let Some(found) = &found {
                         balance_before = self.balance(found).await;
                     }
                     self.banner(
@@ -294,6 +304,8 @@ impl Monitor<'_> {
         Ok(payment)
     }
 
+    /// The wallet's balance, or `None` when the user has no wallet in the
+    /// payment's currency (or it cannot be read).
     async fn balance(&self, details: &Details) -> Option<String> {
         if details.user_id.is_empty() {
             return None;
@@ -344,7 +356,7 @@ impl Monitor<'_> {
         };
         match balance {
             Some(balance) => println!("💰 {label}: {balance} {currency}"),
-            None => println!("💰 {label}: (no wallet)"),
+            None => println!("💰 {label}: no {currency} wallet"),
         }
         println!("{}", s.paint(Color::Dim, RULE));
         println!();
@@ -393,18 +405,25 @@ impl Monitor<'_> {
             println!("   Failure Reason: {reason}");
         }
         println!("   Amount: {} {}", summary.amount, summary.currency);
-        let show = |b: &Option<String>| b.clone().unwrap_or_else(|| "-".to_owned());
+        let currency = &summary.currency;
+        let show = |balance: &Option<String>| {
+            balance
+                .clone()
+                .unwrap_or_else(|| format!("no {currency} wallet"))
+        };
         let since = if summary.initial_balance_before_payment {
             ""
         } else {
             " (from when the monitor started)"
         };
-        println!(
-            "   Balance: {} → {} {}{since}",
-            show(&summary.initial_balance),
-            show(&summary.final_balance),
-            summary.currency
-        );
+        match (&summary.initial_balance, &summary.final_balance) {
+            (None, None) => println!("   Balance: no {currency} wallet{since}"),
+            (before, after) => println!(
+                "   Balance: {} → {} {currency}{since}",
+                show(before),
+                show(after)
+            ),
+        }
         println!("   Final Balance: {}", show(&summary.final_balance));
         println!("   Total time: {}", seconds(summary.total_ms));
         if let Some(error) = &summary.error {
