@@ -53,9 +53,14 @@ case "${1:-}" in
     refund)
         ensure_local
         echo "== a 50.00 $CURRENCY payment for $USER_ID"
-        created=$("$SAGA" --json pay --user "$USER_ID" --amount 50 --currency "$CURRENCY" --fund)
-        id=$(printf '%s\n' "$created" | python3 -c 'import sys,json; print(json.loads(sys.stdin.read())["paymentId"])')
-        "$SAGA" monitor "$id"
+        # Watched from before it is sent, so the balance shows the debit; the
+        # paymentId is read back from the monitor's own output.
+        watched=$(mktemp)
+        trap 'rm -f "$watched"' EXIT
+        if [ -t 1 ]; then export CLICOLOR_FORCE=1; fi
+        "$SAGA" pay --user "$USER_ID" --amount 50 --currency "$CURRENCY" --fund --watch | tee "$watched"
+        unset CLICOLOR_FORCE
+        id=$(grep -o -m1 'pay_[0-9A-Z]\{26\}' "$watched")
         echo
         echo "== refunding ${AMOUNT:-the whole} ${AMOUNT:+$CURRENCY }of $id"
         if [ -n "${AMOUNT:-}" ]; then "$SAGA" refund "$id" --amount "$AMOUNT" --reason "make test-refund"

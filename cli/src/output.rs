@@ -1,4 +1,5 @@
-//! Terminal output: colours only on a TTY and never with NO_COLOR.
+//! Terminal output: colours on a TTY (or with CLICOLOR_FORCE, for a script
+//! that pipes the monitor through `tee`), never with NO_COLOR.
 
 use std::io::IsTerminal;
 
@@ -8,11 +9,12 @@ pub struct Style {
 }
 
 impl Style {
-    /// Colours when stdout is a terminal and NO_COLOR is unset or empty.
+    /// Colours when stdout is a terminal or CLICOLOR_FORCE is set (not `0`),
+    /// and NO_COLOR is unset or empty.
     pub fn detect() -> Self {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0");
         Self {
-            color: !no_color && std::io::stdout().is_terminal(),
+            color: !set("NO_COLOR") && (set("CLICOLOR_FORCE") || std::io::stdout().is_terminal()),
         }
     }
 
