@@ -636,13 +636,22 @@ async fn breaker_steps(ctx: &Ctx, user: &str) -> Outcome {
         "gateway → mode `normal`; waiting {} s (OpenSeconds) for HALF_OPEN",
         ctx.open_seconds
     ));
+    // A countdown in place on a terminal; in a log, a line every 10 s.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     for left in (1..=ctx.open_seconds + 1).rev() {
-        print!("\r    {left:>3} s left ");
-        use std::io::Write as _;
-        let _ = std::io::stdout().flush();
+        if terminal {
+            print!("\r    {left:>3} s left ");
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+        } else if left % 10 == 0 {
+            println!("    {left:>3} s left");
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    println!("\r    HALF_OPEN: sending probes      ");
+    if terminal {
+        print!("\r");
+    }
+    println!("    HALF_OPEN: sending probes      ");
     let mut recovered = 0;
     for attempt in 1..=3 {
         let payment = ctx.pay_and_settle(user, "10").await?;
