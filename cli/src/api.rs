@@ -67,14 +67,20 @@ pub struct Api {
     http: reqwest::Client,
 }
 
+/// The HTTP client of every command: bounded connect and request times, and
+/// enough idle connections for `saga bench`'s concurrency.
+pub fn http_client() -> CliResult<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(256)
+        .build()
+        .map_err(|err| CliError::Usage(format!("HTTP client: {err}")))
+}
+
 impl Api {
     pub fn new(base: &str) -> CliResult<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .build()
-            .map_err(|err| CliError::Usage(format!("HTTP client: {err}")))?;
+        let http = http_client()?;
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             http,

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -126,12 +125,7 @@ pub fn is_read(operation: &str) -> bool {
 
 impl Cloud {
     pub fn new(edge: &str, gateway: &str, gateway_api_key: &str) -> CliResult<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .build()
-            .map_err(|err| CliError::Usage(format!("HTTP client: {err}")))?;
+        let http = crate::api::http_client()?;
         Ok(Self {
             http,
             edge: edge.trim_end_matches('/').to_owned(),
