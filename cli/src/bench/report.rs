@@ -3,7 +3,7 @@
 //! README's Performance table), with the issue's targets checked against it.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -330,132 +330,211 @@ pub fn check_targets(report: &Report) -> Vec<TargetCheck> {
 /// The hello-world Lambda's name in the cold-start table.
 pub const HELLO: &str = "hello-world";
 
-fn summary_row(label: &str, summary: Option<&Summary>) -> String {
-    match summary {
-        Some(s) => format!(
-            "  {label:<22} p50 {:>7} ms   p95 {:>7} ms   p99 {:>7} ms   max {:>7} ms",
-            ms(s.p50_us),
-            ms(s.p95_us),
-            ms(s.p99_us),
-            ms(s.max_us)
-        ),
-        None => format!("  {label:<22} (no samples)"),
+/// A titled block of the text rendering: `title`, then each line indented.
+struct Section {
+    title: String,
+    lines: Vec<String>,
+}
+
+impl Section {
+    fn new(title: impl Into<String>, lines: Vec<String>) -> Self {
+        Self {
+            title: title.into(),
+            lines,
+        }
     }
+}
+
+impl fmt::Display for Section {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "\n{}", self.title)?;
+        self.lines
+            .iter()
+            .try_for_each(|line| writeln!(f, "  {line}"))
+    }
+}
+
+/// A table of the Markdown rendering.
+struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(header: impl IntoIterator<Item = impl Into<String>>, rows: Vec<Vec<String>>) -> Self {
+        Self {
+            header: header.into_iter().map(Into::into).collect(),
+            rows,
+        }
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A blank header cell is written `| |`.
+        let header: String = self
+            .header
+            .iter()
+            .map(|cell| match cell.as_str() {
+                "" => " |".to_owned(),
+                cell => format!(" {cell} |"),
+            })
+            .collect();
+        writeln!(f, "\n|{header}\n|{}", "---|".repeat(self.header.len()))?;
+        self.rows
+            .iter()
+            .try_for_each(|row| writeln!(f, "| {} |", row.join(" | ")))
+    }
+}
+
+/// A text line: `label` in a column of its own, then `value`.
+fn field(label: &str, value: impl fmt::Display) -> String {
+    format!("{label:<22} {value}")
+}
+
+fn summary_line(label: &str, summary: Option<&Summary>) -> String {
+    match summary {
+        Some(s) => field(
+            label,
+            format!(
+                "p50 {:>7} ms   p95 {:>7} ms   p99 {:>7} ms   max {:>7} ms",
+                ms(s.p50_us),
+                ms(s.p95_us),
+                ms(s.p99_us),
+                ms(s.max_us)
+            ),
+        ),
+        None => field(label, "(no samples)"),
+    }
+}
+
+/// `name value, name value, …`
+fn listing<V: fmt::Display>(values: &BTreeMap<String, V>) -> String {
+    values
+        .iter()
+        .map(|(name, value)| format!("{name} {value}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The value, or `missing` in its place.
+fn shown_or(value: Option<impl fmt::Display>, missing: &str) -> String {
+    value.map_or_else(|| missing.to_owned(), |v| v.to_string())
+}
+
+/// KiB in MiB, one decimal.
+fn mib(kib: u64) -> Decimal {
+    ratio(kib, 1024, 1)
+}
+
+/// A state's cells: name, p50 ms, p99 ms.
+fn state_cells(state: &StateReport) -> [String; 3] {
+    [state.state.clone(), ms(state.p50_us), ms(state.p99_us)]
+}
+
+/// A cold-started function's cells: binary, init p50 ms, ` (r×)` against
+/// hello-world (or nothing), first invocation p50 ms, peak RSS MiB.
+fn cold_cells(cold: &ColdReport) -> [String; 5] {
+    [
+        cold.binary.clone(),
+        ms(cold.init_p50_us),
+        cold.init_over_hello
+            .map(|r| format!(" ({r}×)"))
+            .unwrap_or_default(),
+        ms(cold.first_invocation_p50_us),
+        shown_or(cold.peak_rss_kib_max.map(mib), "?"),
+    ]
 }
 
 /// The whole report as text, for the terminal.
 pub fn render_text(report: &Report) -> String {
-    let mut out = String::new();
     let setup = &report.setup;
     let load = &report.load;
-    let _ = writeln!(
-        out,
-        "\nsaga bench {} — {} payments, concurrency {}, {} {}, gateway {}{}",
+    let mut out = format!(
+        "\nsaga bench {} — {} payments, concurrency {}, {} {}, gateway {}{}\n\
+         machine: {} × {} ({}); functions built: {}\n",
         report.run_id,
         setup.payments,
         setup.concurrency,
         setup.users,
         if setup.users == 1 { "user" } else { "users" },
         setup.gateway_mode,
-        if setup.hot_wallet { ", HOT WALLET" } else { "" }
-    );
-    let _ = writeln!(
-        out,
-        "machine: {} × {} ({}); functions built: {}",
+        if setup.hot_wallet { ", HOT WALLET" } else { "" },
         report.machine.cpu_count,
         report.machine.cpu_model,
         report.machine.os,
         setup.functions_profile
     );
-    let _ = writeln!(out, "\nLoad (saga, through the API)");
-    let _ = writeln!(
-        out,
-        "  throughput             {}/s ({} succeeded of {} in {} s){}",
+    let sections = [
+        Some(load_section(load)),
+        Some(Section::new(
+            "Per state (from the execution histories)",
+            load.states.iter().map(state_line).collect(),
+        )),
+        Some(per_payment_section(load)),
+        report.floor.as_ref().map(floor_section),
+        cold_starts_section(&report.cold_starts),
+        peak_rss_section(load),
+        binaries_section(&report.binaries),
+        report.cost.as_ref().map(cost_section),
+        Some(targets_section(&report.targets)),
+    ];
+    out.extend(sections.iter().flatten().map(Section::to_string));
+    for note in &report.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    out
+}
+
+fn load_section(load: &LoadReport) -> Section {
+    let trouble = if load.errors > 0 || !load.ended_otherwise.is_empty() {
+        format!(
+            "; {} errors, ended otherwise {:?}",
+            load.errors, load.ended_otherwise
+        )
+    } else {
+        String::new()
+    };
+    let throughput = format!(
+        "{}/s ({} succeeded of {} in {} s){trouble}",
         load.throughput_per_second,
         load.succeeded,
         load.sent,
-        ratio(load.elapsed_ms, 1_000, 1),
-        if load.errors > 0 || !load.ended_otherwise.is_empty() {
-            format!(
-                "; {} errors, ended otherwise {:?}",
-                load.errors, load.ended_otherwise
-            )
-        } else {
-            String::new()
-        }
+        ratio(load.elapsed_ms, 1_000, 1)
     );
-    let _ = writeln!(
-        out,
-        "{}",
-        summary_row("end to end", load.end_to_end.as_ref())
-    );
-    let _ = writeln!(
-        out,
-        "{}",
-        summary_row("accept (POST → 202)", load.accept.as_ref())
-    );
-    for example in &load.error_examples {
-        let _ = writeln!(out, "  error: {example}");
-    }
-    let _ = writeln!(out, "\nPer state (from the execution histories)");
-    for state in &load.states {
-        let _ = writeln!(
-            out,
-            "  {:<28} p50 {:>7} ms   p99 {:>7} ms   ({} visits)",
-            state.state,
-            ms(state.p50_us),
-            ms(state.p99_us),
-            state.visits
-        );
-    }
+    let mut lines = vec![
+        field("throughput", throughput),
+        summary_line("end to end", load.end_to_end.as_ref()),
+        summary_line("accept (POST → 202)", load.accept.as_ref()),
+    ];
+    lines.extend(load.error_examples.iter().map(|e| format!("error: {e}")));
+    Section::new("Load (saga, through the API)", lines)
+}
+
+fn state_line(state: &StateReport) -> String {
+    let [name, p50, p99] = state_cells(state);
+    format!(
+        "{name:<28} p50 {p50:>7} ms   p99 {p99:>7} ms   ({} visits)",
+        state.visits
+    )
+}
+
+fn per_payment_section(load: &LoadReport) -> Section {
     let per = &load.per_payment;
-    let _ = writeln!(out, "\nPer payment");
-    let _ = writeln!(
-        out,
-        "  Lambda invocations     {} ({}: {})",
-        per.lambda_invocations,
-        per.lambda_invocations_source,
-        per.lambda_invocations_by_function
-            .iter()
-            .map(|(f, n)| format!("{f} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    match per.dynamodb_requests {
-        Some(requests) => {
-            let _ = writeln!(
-                out,
-                "  DynamoDB requests      {requests} ({}); RRU {}, WRU {}",
-                per.dynamodb_requests_by_operation
-                    .iter()
-                    .map(|(op, n)| format!("{op} {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                per.read_request_units.unwrap_or_default(),
-                per.write_request_units.unwrap_or_default()
-            );
-        }
-        None => {
-            let _ = writeln!(
-                out,
-                "  DynamoDB requests      not counted by this local cloud (rebuild it: `/_local/dynamodb/stats`)"
-            );
-        }
-    }
-    let _ = writeln!(out, "  state transitions      {}", per.state_transitions);
-    let _ = writeln!(out, "  gateway calls          {}", per.gateway_calls);
+    let dynamodb = match per.dynamodb_requests {
+        Some(requests) => format!(
+            "{requests} ({}); RRU {}, WRU {}",
+            listing(&per.dynamodb_requests_by_operation),
+            per.read_request_units.unwrap_or_default(),
+            per.write_request_units.unwrap_or_default()
+        ),
+        None => "not counted by this local cloud (rebuild it: `/_local/dynamodb/stats`)".into(),
+    };
     let contention = &load.contention;
-    let _ = writeln!(
-        out,
-        "  version-conflict retries {} (total {}), Step Functions retries {}{}",
-        contention
-            .version_conflict_retries_per_payment
-            .map(|d| d.to_string())
-            .unwrap_or_else(|| "n/a".into()),
-        contention
-            .version_conflict_retries
-            .map(|d| d.to_string())
-            .unwrap_or_else(|| "n/a".into()),
+    let retries = format!(
+        "{} (total {}), Step Functions retries {}{}",
+        shown_or(contention.version_conflict_retries_per_payment, "n/a"),
+        shown_or(contention.version_conflict_retries, "n/a"),
         contention.step_function_retries,
         if contention.task_errors.is_empty() {
             String::new()
@@ -463,313 +542,334 @@ pub fn render_text(report: &Report) -> String {
             format!(", task errors {:?}", contention.task_errors)
         }
     );
+    let invocations = format!(
+        "{} ({}: {})",
+        per.lambda_invocations,
+        per.lambda_invocations_source,
+        listing(&per.lambda_invocations_by_function)
+    );
+    let mut lines = vec![
+        field("Lambda invocations", invocations),
+        field("DynamoDB requests", dynamodb),
+        field("state transitions", per.state_transitions),
+        field("gateway calls", per.gateway_calls),
+        field("version-conflict retries", retries),
+    ];
     if !contention.condition_failures_per_payment.is_empty() {
-        let _ = writeln!(
-            out,
-            "  refused conditions     {} (wallets: version conflicts; others: idempotent replays)",
-            contention
-                .condition_failures_per_payment
-                .iter()
-                .map(|(table, n)| format!("{table} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        lines.push(field(
+            "refused conditions",
+            format!(
+                "{} (wallets: version conflicts; others: idempotent replays)",
+                listing(&contention.condition_failures_per_payment)
+            ),
+        ));
     }
-    if let Some(floor) = &report.floor {
-        let _ = writeln!(
-            out,
-            "\nFloor (same hops and requests, no orchestration): {} Lambda hops, {} DynamoDB requests, {} gateway calls per payment",
-            floor.plan.lambda_hops,
-            floor.plan.dynamo_request_count(),
-            floor.plan.gateway_calls
-        );
-        let _ = writeln!(
-            out,
-            "{}",
-            summary_row("floor end to end", floor.end_to_end.as_ref())
-        );
-        let _ = writeln!(
-            out,
-            "  floor throughput       {}/s; saga p50 / floor p50 = {}",
-            floor.throughput_per_second,
-            floor
-                .saga_over_floor_p50
-                .map(|d| format!("{d}×"))
-                .unwrap_or_else(|| "n/a".into())
-        );
-        for example in &floor.error_examples {
-            let _ = writeln!(out, "  floor error: {example}");
-        }
+    Section::new("Per payment", lines)
+}
+
+fn floor_section(floor: &FloorReport) -> Section {
+    let throughput = format!(
+        "{}/s; saga p50 / floor p50 = {}",
+        floor.throughput_per_second,
+        shown_or(floor.saga_over_floor_p50.map(|d| format!("{d}×")), "n/a")
+    );
+    let mut lines = vec![
+        summary_line("floor end to end", floor.end_to_end.as_ref()),
+        field("floor throughput", throughput),
+    ];
+    lines.extend(
+        floor
+            .error_examples
+            .iter()
+            .map(|e| format!("floor error: {e}")),
+    );
+    let title = format!(
+        "Floor (same hops and requests, no orchestration): {} Lambda hops, {} DynamoDB requests, {} gateway calls per payment",
+        floor.plan.lambda_hops,
+        floor.plan.dynamo_request_count(),
+        floor.plan.gateway_calls
+    );
+    Section::new(title, lines)
+}
+
+fn cold_starts_section(cold_starts: &[ColdReport]) -> Option<Section> {
+    if cold_starts.is_empty() {
+        return None;
     }
-    if !report.cold_starts.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nCold starts (median of {} each; init = process start → first Runtime API poll)",
-            report
-                .cold_starts
-                .iter()
-                .map(|c| c.samples.len())
-                .max()
-                .unwrap_or_default()
-        );
-        for cold in &report.cold_starts {
-            let _ = writeln!(
-                out,
-                "  {:<20} init {:>6} ms{}   first invocation {:>7} ms   peak RSS {:>5} MiB{}",
-                cold.binary,
-                ms(cold.init_p50_us),
-                cold.init_over_hello
-                    .map(|r| format!(" ({r}×)"))
-                    .unwrap_or_default(),
-                ms(cold.first_invocation_p50_us),
-                cold.peak_rss_kib_max
-                    .map(|kib| ratio(kib, 1024, 1).to_string())
-                    .unwrap_or_else(|| "?".into()),
-                if cold.errors.is_empty() && cold.failures.is_empty() {
-                    String::new()
-                } else {
-                    format!("   errors {:?} {:?}", cold.errors, cold.failures)
-                }
-            );
-        }
+    let lines = cold_starts.iter().map(|cold| {
+        let [binary, init, over_hello, first, rss] = cold_cells(cold);
+        let errors = if cold.errors.is_empty() && cold.failures.is_empty() {
+            String::new()
+        } else {
+            format!("   errors {:?} {:?}", cold.errors, cold.failures)
+        };
+        format!(
+            "{binary:<20} init {init:>6} ms{over_hello}   first invocation {first:>7} ms   peak RSS {rss:>5} MiB{errors}"
+        )
+    });
+    let samples = cold_starts.iter().map(|c| c.samples.len()).max();
+    let title = format!(
+        "Cold starts (median of {} each; init = process start → first Runtime API poll)",
+        samples.unwrap_or_default()
+    );
+    Some(Section::new(title, lines.collect()))
+}
+
+fn peak_rss_section(load: &LoadReport) -> Option<Section> {
+    if load.peak_rss_kib.is_empty() {
+        return None;
     }
-    if !load.peak_rss_kib.is_empty() {
-        let _ = writeln!(out, "\nPeak RSS per instance under load (largest, MiB)");
-        let _ = writeln!(
-            out,
-            "  {}",
-            load.peak_rss_kib
-                .iter()
-                .map(|(f, kib)| format!(
-                    "{f} {} ({} inst.)",
-                    ratio(*kib, 1024, 1),
-                    load.instances.get(f).copied().unwrap_or_default()
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+    let line = load
+        .peak_rss_kib
+        .iter()
+        .map(|(f, kib)| {
+            let instances = load.instances.get(f).copied().unwrap_or_default();
+            format!("{f} {} ({instances} inst.)", mib(*kib))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(Section::new(
+        "Peak RSS per instance under load (largest, MiB)",
+        vec![line],
+    ))
+}
+
+fn binaries_section(binaries: &[BinaryReport]) -> Option<Section> {
+    if binaries.is_empty() {
+        return None;
     }
-    if !report.binaries.is_empty() {
-        let _ = writeln!(out, "\nBinaries (bytes on disk)");
-        for binary in &report.binaries {
-            let _ = writeln!(
-                out,
-                "  {:<20} {:<6} {:<8} {:>6} MiB  {:<12} built {}",
-                binary.function,
-                binary.kind,
-                binary.facts.architecture,
-                ratio(binary.facts.bytes, MIB, 2),
-                if binary.facts.stripped {
-                    "stripped"
-                } else {
-                    "NOT stripped"
-                },
-                binary.facts.modified.as_deref().unwrap_or("?")
-            );
-        }
-    }
-    if let Some(cost) = &report.cost {
-        let _ = writeln!(
-            out,
-            "\nAWS cost per 1 million payments ({}, prices of {}, bench/prices.json)",
-            cost.region, cost.prices_checked_on
-        );
-        let _ = writeln!(out, "  {:<58} {:>10} {:>10}", "", "STANDARD", "EXPRESS");
-        for line in &cost.per_million_payments.lines {
-            let _ = writeln!(
-                out,
-                "  {:<58} {:>10} {:>10}",
-                line.item, line.standard, line.express
-            );
-        }
-        let _ = writeln!(
-            out,
-            "  {:<58} {:>10} {:>10}",
-            "total (USD)",
-            cost.per_million_payments.standard_total,
-            cost.per_million_payments.express_total
-        );
-    }
-    let _ = writeln!(out, "\nTargets");
-    for check in &report.targets {
-        let _ = writeln!(
-            out,
-            "  [{}] {:<58} {}{}",
+    let lines = binaries.iter().map(|binary| {
+        format!(
+            "{:<20} {:<6} {:<8} {:>6} MiB  {:<12} built {}",
+            binary.function,
+            binary.kind,
+            binary.facts.architecture,
+            ratio(binary.facts.bytes, MIB, 2),
+            if binary.facts.stripped {
+                "stripped"
+            } else {
+                "NOT stripped"
+            },
+            binary.facts.modified.as_deref().unwrap_or("?")
+        )
+    });
+    Some(Section::new("Binaries (bytes on disk)", lines.collect()))
+}
+
+fn cost_section(cost: &CostReport) -> Section {
+    let bill = &cost.per_million_payments;
+    let columns = |item: &str, standard: &dyn fmt::Display, express: &dyn fmt::Display| {
+        format!("{item:<58} {standard:>10} {express:>10}")
+    };
+    let mut lines = vec![columns("", &"STANDARD", &"EXPRESS")];
+    lines.extend(
+        bill.lines
+            .iter()
+            .map(|line| columns(&line.item, &line.standard, &line.express)),
+    );
+    lines.push(columns(
+        "total (USD)",
+        &bill.standard_total,
+        &bill.express_total,
+    ));
+    let title = format!(
+        "AWS cost per 1 million payments ({}, prices of {}, bench/prices.json)",
+        cost.region, cost.prices_checked_on
+    );
+    Section::new(title, lines)
+}
+
+fn targets_section(targets: &[TargetCheck]) -> Section {
+    let lines = targets.iter().map(|check| {
+        let miss = check.miss.as_ref().map(|m| format!(" — {m}"));
+        format!(
+            "[{}] {:<58} {}{}",
             if check.met { "met " } else { "MISS" },
             check.target,
             check.measured,
-            check
-                .miss
-                .as_ref()
-                .map(|m| format!(" — {m}"))
-                .unwrap_or_default()
-        );
-    }
-    for note in &report.notes {
-        let _ = writeln!(out, "note: {note}");
-    }
-    out
+            miss.unwrap_or_default()
+        )
+    });
+    Section::new("Targets", lines.collect())
 }
 
 /// The README's Performance tables.
 pub fn render_markdown(report: &Report) -> String {
-    let mut out = String::new();
-    let setup = &report.setup;
-    let load = &report.load;
-    let _ = writeln!(
-        out,
+    let mut out = format!(
         "Run `{}` on {} × {} ({}), {} UTC, functions built `{}`.\n",
         report.command,
         report.machine.cpu_count,
         report.machine.cpu_model,
         report.machine.os,
         report.started_at,
-        setup.functions_profile
+        report.setup.functions_profile
     );
-    let _ = writeln!(out, "| Load | value |\n|---|---|");
-    let _ = writeln!(
-        out,
-        "| payments / concurrency / users | {} / {} / {}{} |",
-        setup.payments,
-        setup.concurrency,
-        setup.users,
-        if setup.hot_wallet {
-            " (hot wallet)"
-        } else {
-            ""
-        }
-    );
-    let _ = writeln!(
-        out,
-        "| throughput | {} payments/s ({} of {} succeeded) |",
-        load.throughput_per_second, load.succeeded, load.sent
-    );
+    let states = report.load.states.iter().map(|s| state_cells(s).into());
+    let tables = [
+        Some(load_table(report)),
+        Some(Table::new(["State", "p50 ms", "p99 ms"], states.collect())),
+        cold_starts_table(report),
+        report.cost.as_ref().map(cost_table),
+        Some(targets_table(&report.targets)),
+    ];
+    out.extend(tables.iter().flatten().map(Table::to_string));
+    out
+}
+
+fn load_table(report: &Report) -> Table {
+    let setup = &report.setup;
+    let load = &report.load;
+    let mut rows = vec![
+        vec![
+            "payments / concurrency / users".into(),
+            format!(
+                "{} / {} / {}{}",
+                setup.payments,
+                setup.concurrency,
+                setup.users,
+                if setup.hot_wallet {
+                    " (hot wallet)"
+                } else {
+                    ""
+                }
+            ),
+        ],
+        vec![
+            "throughput".into(),
+            format!(
+                "{} payments/s ({} of {} succeeded)",
+                load.throughput_per_second, load.succeeded, load.sent
+            ),
+        ],
+    ];
     if let Some(e2e) = load.end_to_end {
-        let _ = writeln!(
-            out,
-            "| end to end (POST → execution end) p50 / p95 / p99 / max | {} / {} / {} / {} ms |",
-            ms(e2e.p50_us),
-            ms(e2e.p95_us),
-            ms(e2e.p99_us),
-            ms(e2e.max_us)
-        );
+        rows.push(vec![
+            "end to end (POST → execution end) p50 / p95 / p99 / max".into(),
+            format!(
+                "{} / {} / {} / {} ms",
+                ms(e2e.p50_us),
+                ms(e2e.p95_us),
+                ms(e2e.p99_us),
+                ms(e2e.max_us)
+            ),
+        ]);
     }
     if let Some(floor) = &report.floor
         && let Some(f) = floor.end_to_end
     {
-        let _ = writeln!(
-            out,
-            "| floor ({} hops, {} DynamoDB requests, {} gateway calls, no orchestration) p50 / p99 | {} / {} ms (saga p50 = {}× floor) |",
-            floor.plan.lambda_hops,
-            floor.plan.dynamo_request_count(),
-            floor.plan.gateway_calls,
-            ms(f.p50_us),
-            ms(f.p99_us),
-            floor
-                .saga_over_floor_p50
-                .map(|d| d.to_string())
-                .unwrap_or_else(|| "?".into())
-        );
+        rows.push(vec![
+            format!(
+                "floor ({} hops, {} DynamoDB requests, {} gateway calls, no orchestration) p50 / p99",
+                floor.plan.lambda_hops,
+                floor.plan.dynamo_request_count(),
+                floor.plan.gateway_calls
+            ),
+            format!(
+                "{} / {} ms (saga p50 = {}× floor)",
+                ms(f.p50_us),
+                ms(f.p99_us),
+                shown_or(floor.saga_over_floor_p50, "?")
+            ),
+        ]);
     }
-    let per = &load.per_payment;
-    let _ = writeln!(
-        out,
-        "| per payment: Lambda invocations / DynamoDB requests (RRU, WRU) / state transitions / gateway calls | {} / {} ({}, {}) / {} / {} |",
-        per.lambda_invocations,
-        per.dynamodb_requests
-            .map(|d| d.to_string())
-            .unwrap_or_else(|| "?".into()),
-        per.read_request_units.unwrap_or_default(),
-        per.write_request_units.unwrap_or_default(),
-        per.state_transitions,
-        per.gateway_calls
-    );
+    rows.push(per_payment_row(&load.per_payment));
     if let Some(retries) = load.contention.version_conflict_retries_per_payment {
-        let _ = writeln!(out, "| version-conflict retries per payment | {retries} |");
+        rows.push(vec![
+            "version-conflict retries per payment".into(),
+            retries.to_string(),
+        ]);
     }
-    let _ = writeln!(out, "\n| State | p50 ms | p99 ms |\n|---|---|---|");
-    for state in &load.states {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} |",
-            state.state,
-            ms(state.p50_us),
-            ms(state.p99_us)
-        );
+    Table::new(["Load", "value"], rows)
+}
+
+fn per_payment_row(per: &PerPayment) -> Vec<String> {
+    vec![
+        "per payment: Lambda invocations / DynamoDB requests (RRU, WRU) / state transitions / gateway calls".into(),
+        format!(
+            "{} / {} ({}, {}) / {} / {}",
+            per.lambda_invocations,
+            shown_or(per.dynamodb_requests, "?"),
+            per.read_request_units.unwrap_or_default(),
+            per.write_request_units.unwrap_or_default(),
+            per.state_transitions,
+            per.gateway_calls
+        ),
+    ]
+}
+
+fn cold_starts_table(report: &Report) -> Option<Table> {
+    if report.cold_starts.is_empty() {
+        return None;
     }
-    if !report.cold_starts.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n| Function | init p50 ms (× hello) | first invocation p50 ms | peak RSS MiB (cold / under load) | stripped size MiB (host / arm64) |\n|---|---|---|---|---|"
-        );
-        for cold in &report.cold_starts {
-            let size = |kind: &str| {
-                report
-                    .binaries
-                    .iter()
-                    .find(|b| b.function == cold.binary && b.kind == kind)
-                    .map(|b| ratio(b.facts.bytes, MIB, 2).to_string())
-                    .unwrap_or_else(|| "–".into())
-            };
-            let _ = writeln!(
-                out,
-                "| {} | {}{} | {} | {} / {} | {} / {} |",
-                cold.binary,
-                ms(cold.init_p50_us),
-                cold.init_over_hello
-                    .map(|r| format!(" ({r}×)"))
-                    .unwrap_or_default(),
-                ms(cold.first_invocation_p50_us),
-                cold.peak_rss_kib_max
-                    .map(|kib| ratio(kib, 1024, 1).to_string())
-                    .unwrap_or_else(|| "?".into()),
-                load.peak_rss_kib
-                    .get(&cold.binary)
-                    .map(|kib| ratio(*kib, 1024, 1).to_string())
-                    .unwrap_or_else(|| "–".into()),
-                size("host"),
-                size("deploy"),
-            );
-        }
-    }
-    if let Some(cost) = &report.cost {
-        let _ = writeln!(
-            out,
-            "\n| AWS cost per 1 M payments ({}, prices of {}) | STANDARD | EXPRESS |\n|---|---|---|",
-            cost.region, cost.prices_checked_on
-        );
-        for line in &cost.per_million_payments.lines {
-            let _ = writeln!(
-                out,
-                "| {} | ${} | ${} |",
-                line.item, line.standard, line.express
-            );
-        }
-        let _ = writeln!(
-            out,
-            "| **total** | **${}** | **${}** |",
-            cost.per_million_payments.standard_total, cost.per_million_payments.express_total
-        );
-    }
-    let _ = writeln!(out, "\n| Target | measured | |\n|---|---|---|");
-    for check in &report.targets {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} |",
-            check.target,
-            check.measured,
-            if check.met {
-                "met".to_owned()
-            } else {
-                format!("**missed**: {}", check.miss.clone().unwrap_or_default())
-            }
-        );
-    }
-    out
+    let size = |binary: &str, kind: &str| {
+        let found = report
+            .binaries
+            .iter()
+            .find(|b| b.function == binary && b.kind == kind);
+        shown_or(found.map(|b| ratio(b.facts.bytes, MIB, 2)), "–")
+    };
+    let rows = report.cold_starts.iter().map(|cold| {
+        let [binary, init, over_hello, first, rss] = cold_cells(cold);
+        let rss_under_load = report.load.peak_rss_kib.get(&binary).copied().map(mib);
+        let sizes = format!("{} / {}", size(&binary, "host"), size(&binary, "deploy"));
+        vec![
+            binary,
+            format!("{init}{over_hello}"),
+            first,
+            format!("{rss} / {}", shown_or(rss_under_load, "–")),
+            sizes,
+        ]
+    });
+    let header = [
+        "Function",
+        "init p50 ms (× hello)",
+        "first invocation p50 ms",
+        "peak RSS MiB (cold / under load)",
+        "stripped size MiB (host / arm64)",
+    ];
+    Some(Table::new(header, rows.collect()))
+}
+
+fn cost_table(cost: &CostReport) -> Table {
+    let bill = &cost.per_million_payments;
+    let mut rows: Vec<Vec<String>> = bill
+        .lines
+        .iter()
+        .map(|line| {
+            vec![
+                line.item.clone(),
+                format!("${}", line.standard),
+                format!("${}", line.express),
+            ]
+        })
+        .collect();
+    rows.push(vec![
+        "**total**".into(),
+        format!("**${}**", bill.standard_total),
+        format!("**${}**", bill.express_total),
+    ]);
+    let title = format!(
+        "AWS cost per 1 M payments ({}, prices of {})",
+        cost.region, cost.prices_checked_on
+    );
+    Table::new([title.as_str(), "STANDARD", "EXPRESS"], rows)
+}
+
+fn targets_table(targets: &[TargetCheck]) -> Table {
+    let rows = targets.iter().map(|check| {
+        let verdict = if check.met {
+            "met".to_owned()
+        } else {
+            format!("**missed**: {}", check.miss.clone().unwrap_or_default())
+        };
+        vec![check.target.clone(), check.measured.clone(), verdict]
+    });
+    Table::new(["Target", "measured", ""], rows.collect())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::cost::CostLine;
     use super::*;
 
     #[test]
@@ -780,5 +880,198 @@ mod tests {
             under(Decimal::from(150), Decimal::from(300)),
             "50% short (150/s)"
         );
+    }
+
+    fn summary(p50_ms: u64) -> Summary {
+        Summary {
+            count: 1000,
+            p50_us: p50_ms * 1000,
+            p95_us: p50_ms * 2000,
+            p99_us: p50_ms * 3000,
+            max_us: p50_ms * 5000,
+            mean_us: p50_ms * 1100,
+        }
+    }
+
+    fn cold(function: &str, init_us: u64, init_over_hello: Option<Decimal>) -> ColdReport {
+        let sample = ColdSample {
+            init_us,
+            first_invocation_us: init_us * 4,
+            peak_rss_kib: Some(9_216),
+            error_type: None,
+        };
+        ColdReport {
+            function: function.into(),
+            binary: function.into(),
+            samples: vec![sample.clone(), sample],
+            init_p50_us: init_us,
+            first_invocation_p50_us: init_us * 4,
+            peak_rss_kib_max: Some(9_216),
+            init_over_hello,
+            errors: BTreeMap::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// Every optional section filled.
+    fn full_report() -> Report {
+        let mut load = LoadReport {
+            sent: 1000,
+            succeeded: 1000,
+            elapsed_ms: 4_000,
+            throughput_per_second: Decimal::from(250),
+            end_to_end: Some(summary(42)),
+            accept: Some(summary(3)),
+            peak_rss_kib: BTreeMap::from([("wallet-service".to_owned(), 12_390)]),
+            ..LoadReport::default()
+        };
+        load.states.push(StateReport {
+            state: "ReserveFunds".into(),
+            visits: 1000,
+            p50_us: 4_200,
+            p99_us: 19_900,
+        });
+        let floor = FloorReport {
+            plan: FloorPlan {
+                lambda_hops: 4,
+                dynamo_requests: vec![("GetItem".into(), 3), ("PutItem".into(), 5)],
+                gateway_calls: 2,
+            },
+            end_to_end: Some(summary(10)),
+            saga_over_floor_p50: Some(Decimal::new(420, 2)),
+            payments: 500,
+            throughput_per_second: Decimal::from(500),
+            elapsed_ms: 1_000,
+            errors: 0,
+            error_examples: Vec::new(),
+        };
+        let cost = CostReport {
+            region: "eu-west-1".into(),
+            prices_checked_on: "2025-01-01".into(),
+            usage: Usage::default(),
+            per_million_payments: Bill {
+                lines: vec![CostLine {
+                    item: "Step Functions state transitions".into(),
+                    standard: Decimal::new(27500, 2),
+                    express: Decimal::new(0, 2),
+                }],
+                standard_total: Decimal::new(27500, 2),
+                express_total: Decimal::new(0, 2),
+            },
+            assumptions: Vec::new(),
+        };
+        let binary = BinaryReport {
+            function: "wallet-service".into(),
+            kind: "host".into(),
+            facts: BinaryFacts {
+                path: "target/release/wallet-service".into(),
+                bytes: 5 * MIB,
+                stripped: true,
+                architecture: "x86_64".into(),
+                modified: None,
+            },
+        };
+        let mut report = Report {
+            run_id: "20250102-030405".into(),
+            started_at: "2025-01-02 03:04:05".into(),
+            command: "make bench".into(),
+            machine: Machine {
+                cpu_count: 8,
+                cpu_model: "Some CPU".into(),
+                os: "linux".into(),
+            },
+            setup: Setup {
+                payments: 1000,
+                concurrency: 32,
+                users: 1,
+                hot_wallet: true,
+                gateway_mode: "approve_all".into(),
+                warmup_payments: 20,
+                amount: "1.00 USD".into(),
+                api_url: "http://127.0.0.1:3000".into(),
+                edge_url: "http://127.0.0.1:3001".into(),
+                functions_profile: "release".into(),
+            },
+            load,
+            floor: Some(floor),
+            cold_starts: vec![
+                cold(HELLO, 5_000, None),
+                cold("wallet-service", 6_250, Some(Decimal::new(125, 2))),
+            ],
+            binaries: vec![binary],
+            cost: Some(cost),
+            targets: Vec::new(),
+            notes: vec!["a note".into()],
+        };
+        report.targets = check_targets(&report);
+        report
+    }
+
+    fn assert_has_lines(rendered: &str, expected: &[&str]) {
+        for line in expected {
+            assert!(
+                rendered.lines().any(|l| l == *line),
+                "{line:?} missing from\n{rendered}"
+            );
+        }
+    }
+
+    #[test]
+    fn both_renderings_show_every_section() {
+        // GIVEN a report with every section
+        let report = full_report();
+        // WHEN rendered for the terminal and for the README
+        let text = render_text(&report);
+        let markdown = render_markdown(&report);
+        // THEN the text lines up each section's columns under its title
+        let text_lines = [
+            "saga bench 20250102-030405 — 1000 payments, concurrency 32, 1 user, gateway approve_all, HOT WALLET",
+            "  end to end             p50    42.0 ms   p95    84.0 ms   p99   126.0 ms   max   210.0 ms",
+            "  ReserveFunds                 p50     4.2 ms   p99    19.9 ms   (1000 visits)",
+            "  floor throughput       500/s; saga p50 / floor p50 = 4.20×",
+            "  wallet-service       init    6.2 ms (1.25×)   first invocation    25.0 ms   peak RSS   9.0 MiB",
+            "  wallet-service 12.1 (0 inst.)",
+            "  wallet-service       host   x86_64     5.00 MiB  stripped     built ?",
+            "                                                               STANDARD    EXPRESS",
+            "  total (USD)                                                    275.00       0.00",
+            "  [MISS] p99 ≤ 100 ms end to end                                    126.0 ms — 26% over",
+            "  [met ] wallet-service cold start (init) ≤ 1.5 × hello-world       6.2 ms vs 5.0 ms (1.25×)",
+            "note: a note",
+        ];
+        assert_has_lines(&text, &text_lines);
+        // AND the Markdown has a table per section
+        let markdown_lines = [
+            "| Load | value |",
+            "| payments / concurrency / users | 1000 / 32 / 1 (hot wallet) |",
+            "| floor (4 hops, 8 DynamoDB requests, 2 gateway calls, no orchestration) p50 / p99 | 10.0 / 30.0 ms (saga p50 = 4.20× floor) |",
+            "| ReserveFunds | 4.2 | 19.9 |",
+            "| wallet-service | 6.2 (1.25×) | 25.0 | 9.0 / 12.1 | 5.00 / – |",
+            "| **total** | **$275.00** | **$0.00** |",
+            "| Target | measured | |",
+            "|---|---|---|",
+            "| p99 ≤ 100 ms end to end | 126.0 ms | **missed**: 26% over |",
+        ];
+        assert_has_lines(&markdown, &markdown_lines);
+        assert!(markdown.starts_with("Run `make bench` on 8 × Some CPU (linux)"));
+    }
+
+    #[test]
+    fn sections_without_data_are_left_out() {
+        // GIVEN a report without floor, cold starts, binaries or cost
+        let mut report = full_report();
+        report.floor = None;
+        report.cold_starts.clear();
+        report.binaries.clear();
+        report.cost = None;
+        // WHEN rendered
+        let text = render_text(&report);
+        let markdown = render_markdown(&report);
+        // THEN neither rendering has their sections
+        for title in ["\nFloor", "\nCold starts", "\nBinaries", "\nAWS cost"] {
+            assert!(!text.contains(title), "{title:?} in\n{text}");
+        }
+        for header in ["| Function |", "| AWS cost"] {
+            assert!(!markdown.contains(header), "{header:?} in\n{markdown}");
+        }
     }
 }
