@@ -192,13 +192,15 @@ async fn forward_to_dynamo(
         }
     }
     let bytes = reply.bytes().await.unwrap_or_default();
+    let (capacity, stripped) = if status.is_success() {
+        dynamo_stats::take_capacity(&bytes, added_capacity)
+    } else {
+        (0, None)
+    };
     state
         .dynamo_stats
-        .record(operation, status.is_success(), &body, &bytes);
-    let bytes = match added_capacity
-        .then(|| dynamo_stats::without_capacity(&bytes))
-        .flatten()
-    {
+        .record(operation, status.is_success(), &body, &bytes, capacity);
+    let bytes = match stripped {
         Some(stripped) => {
             // The engine's checksum was of the body with the capacity in it.
             forwarded.remove("x-amz-crc32");

@@ -11,7 +11,7 @@
 //! To learn the capacity of a request, the edge asks for it: a data-plane
 //! request without `ReturnConsumedCapacity` gets `"TOTAL"`, and the
 //! `ConsumedCapacity` it did not ask for is taken out of the reply again
-//! ([`without_capacity`]), so a client sees what DynamoDB would send it. The
+//! ([`take_capacity`]), so a client sees what DynamoDB would send it. The
 //! engine accounts capacity the way DynamoDB does: 4 KB read units, 1 KB write
 //! units, 2x in transactions, index writes included.
 
@@ -62,10 +62,18 @@ impl DynamoStats {
             .clone()
     }
 
-    /// Counts one request of `operation` and what its reply says it cost.
-    pub fn record(&self, operation: &str, success: bool, request: &[u8], reply: &[u8]) {
+    /// Counts one request of `operation`, the capacity its reply said it
+    /// cost ([`take_capacity`]) and, for a failure, the error it names.
+    pub fn record(
+        &self,
+        operation: &str,
+        success: bool,
+        request: &[u8],
+        reply: &[u8],
+        capacity_milli_units: u64,
+    ) {
         let (capacity, error) = if success {
-            (consumed_milli_units(reply), None)
+            (capacity_milli_units, None)
         } else {
             (0, Some(error_name(reply)))
         };
@@ -166,13 +174,28 @@ pub fn with_capacity_request(operation: &str, body: Vec<u8>) -> CapacityRequest 
     }
 }
 
-/// The reply without its top-level `ConsumedCapacity`, or `None` when it has
-/// none (or is not a JSON object) and goes to the client as it is.
-pub fn without_capacity(reply: &[u8]) -> Option<Vec<u8>> {
-    let mut object =
-        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(reply).ok()?;
-    object.remove("ConsumedCapacity")?;
-    serde_json::to_vec(&object).ok()
+/// What a successful reply says it cost, in thousandths of a unit, read in
+/// one parse of the reply; with `strip` (the edge asked on the client's
+/// behalf) also the reply without its top-level `ConsumedCapacity`. The reply
+/// is `None` when it goes to the client as it is: nothing to strip, or not a
+/// JSON object.
+pub fn take_capacity(reply: &[u8], strip: bool) -> (u64, Option<Vec<u8>>) {
+    if !strip {
+        let consumed = serde_json::from_slice::<Reply>(reply)
+            .ok()
+            .and_then(|reply| reply.consumed);
+        return (consumed.map_or(0, Consumed::milli_units), None);
+    }
+    let Ok(mut object) =
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(reply)
+    else {
+        return (0, None);
+    };
+    let Some(consumed) = object.remove("ConsumedCapacity") else {
+        return (0, None);
+    };
+    let capacity = serde_json::from_value::<Consumed>(consumed).map_or(0, Consumed::milli_units);
+    (capacity, serde_json::to_vec(&object).ok())
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -202,21 +225,17 @@ struct Capacity {
     units: Option<serde_json::Number>,
 }
 
-fn consumed_milli_units(reply: &[u8]) -> u64 {
-    let Ok(Reply {
-        consumed: Some(consumed),
-    }) = serde_json::from_slice::<Reply>(reply)
-    else {
-        return 0;
-    };
-    let capacities = match consumed {
-        Consumed::One(one) => vec![one],
-        Consumed::Many(many) => many,
-    };
-    capacities
-        .iter()
-        .filter_map(|capacity| capacity.units.as_ref().and_then(milli_units))
-        .fold(0, u64::saturating_add)
+impl Consumed {
+    fn milli_units(self) -> u64 {
+        let capacities = match self {
+            Self::One(one) => vec![one],
+            Self::Many(many) => many,
+        };
+        capacities
+            .iter()
+            .filter_map(|capacity| capacity.units.as_ref().and_then(milli_units))
+            .fold(0, u64::saturating_add)
+    }
 }
 
 /// `2.5` → 2500, read from the number's digits (no float arithmetic).
@@ -283,46 +302,56 @@ mod tests {
         // GIVEN a reply carrying the capacity the edge asked for
         let reply = br#"{"Items":[{"k":{"S":"v"}}],"Count":1,"ScannedCount":1,"ConsumedCapacity":{"TableName":"t","CapacityUnits":0.5}}"#;
         // WHEN it is stripped
-        let stripped: serde_json::Value =
-            serde_json::from_slice(&without_capacity(reply).unwrap()).unwrap();
+        let (capacity, stripped) = take_capacity(reply, true);
+        let stripped: serde_json::Value = serde_json::from_slice(&stripped.unwrap()).unwrap();
         // THEN everything but ConsumedCapacity is as the engine sent it
         assert_eq!(
             stripped,
             serde_json::json!({"Items":[{"k":{"S":"v"}}],"Count":1,"ScannedCount":1})
         );
+        // AND the capacity is counted as when the client had asked for it
+        assert_eq!(capacity, 500);
+        assert_eq!(take_capacity(reply, false), (500, None));
         // AND replies without it, and error replies, are passed on untouched
-        assert_eq!(without_capacity(br#"{"Item":{"k":{"S":"v"}}}"#), None);
-        assert_eq!(without_capacity(b"not json"), None);
+        assert_eq!(
+            take_capacity(br#"{"Item":{"k":{"S":"v"}}}"#, true),
+            (0, None)
+        );
+        assert_eq!(take_capacity(b"not json", true), (0, None));
     }
 
     #[test]
     fn replies_are_counted_with_their_capacity_and_errors() {
         let stats = DynamoStats::default();
+        let succeeded = |operation: &str, request: &[u8], reply: &[u8]| {
+            let (capacity, _) = take_capacity(reply, false);
+            stats.record(operation, true, request, reply, capacity);
+        };
         let transaction = br#"{"TransactItems":[{"Update":{"TableName":"wallets"}},{"Put":{"TableName":"ledger"}}]}"#;
-        stats.record(
+        succeeded(
             "TransactWriteItems",
-            true,
             transaction,
             br#"{"ConsumedCapacity":[{"TableName":"a","CapacityUnits":4.0},{"TableName":"b","CapacityUnits":2.0}]}"#,
         );
-        stats.record(
+        succeeded(
             "GetItem",
-            true,
             b"{}",
             br#"{"Item":{"k":{"S":"v"}},"ConsumedCapacity":{"TableName":"a","CapacityUnits":0.5}}"#,
         );
-        stats.record("GetItem", true, b"{}", b"{}");
+        succeeded("GetItem", b"{}", b"{}");
         stats.record(
             "TransactWriteItems",
             false,
             transaction,
             br#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","message":"x","CancellationReasons":[{"Code":"ConditionalCheckFailed"},{"Code":"None"}]}"#,
+            0,
         );
         stats.record(
             "PutItem",
             false,
             br#"{"TableName":"payments","Item":{}}"#,
             br#"{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException"}"#,
+            0,
         );
         let snapshot = stats.snapshot();
         let transact = &snapshot["TransactWriteItems"];
