@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 pub mod apigw;
-pub mod asl;
+/// The ASL interpreter (its own crate, shared with the fault simulator).
+pub use ::asl;
 pub mod cloud;
 pub mod dynamo;
 pub mod edge;

@@ -457,6 +457,7 @@ impl StepFunctions {
             role_arn: LOCAL_ROLE_ARN.to_owned(),
             start_time: record.start_date,
             input,
+            rng_seed: None,
         };
         let sink: &dyn HistorySink = execution.history.as_ref();
         let (runner, clock) = (self.runner.as_ref(), self.clock.as_ref());

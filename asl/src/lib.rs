@@ -1,4 +1,4 @@
-//! An Amazon States Language interpreter for the local cloud, following the
+//! An Amazon States Language interpreter, following the
 //! AWS documentation for JSONPath states.
 //!
 //! Implemented:

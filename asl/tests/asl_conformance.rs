@@ -9,11 +9,11 @@ mod support {
     use std::sync::Mutex;
     use std::time::Duration;
 
-    use async_trait::async_trait;
-    use local::asl::{
+    use asl::{
         CancellationSignal, ExecutionContext, FakeClock, MemoryHistory, Outcome, StateMachine,
         TaskFailure, TaskRunner, run_execution,
     };
+    use async_trait::async_trait;
     use serde_json::{Value, json};
     use time::OffsetDateTime;
     use time::macros::datetime;
@@ -140,6 +140,7 @@ mod support {
             role_arn: "arn:aws:iam::123456789012:role/StatesRole".into(),
             start_time: start_time(),
             input,
+            rng_seed: None,
         }
     }
 
@@ -209,7 +210,7 @@ mod support {
 }
 
 mod path_processing {
-    use local::asl::{EventKind, HistoryEvent};
+    use asl::{EventKind, HistoryEvent};
     use serde_json::{Value, json};
 
     use super::support::*;
@@ -602,7 +603,7 @@ mod retry_and_catch {
 
     use super::support::*;
 
-    fn flaky(retry: serde_json::Value) -> local::asl::StateMachine {
+    fn flaky(retry: serde_json::Value) -> asl::StateMachine {
         single(json!({"Type": "Task", "Resource": FUNCTION, "Retry": retry, "End": true}))
     }
 
@@ -710,7 +711,7 @@ mod retry_and_catch {
         }
     }
 
-    fn catching() -> local::asl::StateMachine {
+    fn catching() -> asl::StateMachine {
         load(json!({"StartAt": "T", "States": {
             "T": {
                 "Type": "Task", "Resource": FUNCTION, "TimeoutSeconds": 5, "Next": "Done",
@@ -789,7 +790,7 @@ mod choice_rules {
 
     use super::support::*;
 
-    fn router() -> local::asl::StateMachine {
+    fn router() -> asl::StateMachine {
         load(json!({"StartAt": "Route", "States": {
             "Route": {
                 "Type": "Choice",
@@ -898,7 +899,7 @@ mod choice_rules {
 mod wait_and_timeouts {
     use std::time::Duration;
 
-    use local::asl::{CancellationHandle, Outcome, StopRequest, SystemClock};
+    use asl::{CancellationHandle, Outcome, StopRequest, SystemClock};
     use serde_json::json;
 
     use super::support::*;
@@ -939,15 +940,15 @@ mod wait_and_timeouts {
     async fn the_time_scale_compresses_waits() {
         let machine = single(json!({"Type": "Wait", "Seconds": 30, "End": true}));
         let clock = SystemClock::with_time_scale(0.001).unwrap();
-        let history = local::asl::MemoryHistory::new();
+        let history = asl::MemoryHistory::new();
         let started = std::time::Instant::now();
-        let outcome = local::asl::run_execution(
+        let outcome = asl::run_execution(
             &machine,
             context(json!({})),
             &ScriptedRunner::new(),
             &clock,
             &history,
-            local::asl::CancellationSignal::never(),
+            asl::CancellationSignal::never(),
         )
         .await;
         assert!(matches!(outcome, Outcome::Succeeded { .. }));
@@ -1041,7 +1042,7 @@ mod wait_and_timeouts {
 }
 
 mod pass_fail_and_intrinsics {
-    use local::asl::Outcome;
+    use asl::Outcome;
     use serde_json::json;
 
     use super::support::*;
@@ -1140,7 +1141,7 @@ mod pass_fail_and_intrinsics {
 mod load_rejections {
     use std::collections::BTreeMap;
 
-    use local::asl::{AslError, StateMachine};
+    use asl::{AslError, StateMachine};
     use serde_json::{Value, json};
 
     fn refusal(definition: Value) -> AslError {
@@ -1303,7 +1304,7 @@ mod payment_saga {
     use std::path::Path;
     use std::time::Duration;
 
-    use local::asl::{EventKind, StateMachine};
+    use asl::{EventKind, StateMachine};
     use serde_json::{Value, json};
 
     use super::support::*;

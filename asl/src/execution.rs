@@ -72,6 +72,10 @@ pub struct ExecutionContext {
     pub role_arn: String,
     pub start_time: OffsetDateTime,
     pub input: Value,
+    /// Seeds the randomness of retry jitter and `States.UUID`. `None` (what
+    /// the local cloud uses) seeds from the execution's identity and a random
+    /// key; the fault simulator passes its own so a run replays exactly.
+    pub rng_seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -334,6 +338,9 @@ fn arn_part(arn: &str, index: usize) -> Option<&str> {
 /// Jitter and States.UUID need randomness, not secrecy: std's randomly
 /// keyed hasher mixed with the execution's identity is enough.
 fn seed(ctx: &ExecutionContext) -> u64 {
+    if let Some(seed) = ctx.rng_seed {
+        return seed;
+    }
     let mut hasher = RandomState::new().build_hasher();
     ctx.execution_arn.hash(&mut hasher);
     ctx.start_time.unix_timestamp_nanos().hash(&mut hasher);
