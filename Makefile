@@ -10,7 +10,7 @@ TOOLS_VENV := .tools/venv
 TOOLS_PATH := $(CURDIR)/$(TOOLS_VENV)/bin:$(PATH)
 STACK_NAME ?= payment-saga-dev
 
-.PHONY: help setup fmt fmt-check clippy lint test test-unit test-contract build clean
+.PHONY: help setup fmt fmt-check clippy lint test test-unit test-contract sim build clean
 .PHONY: start-local stop-all status demo logs-lambda logs-stepfunction measure-local
 .PHONY: test-payment test-payment-small test-payment-large test-payment-fail test-payment-custom
 .PHONY: test-refund test-e2e test-circuit-breaker test-curl-wallet-credit test-check-wallet-balance
@@ -49,6 +49,10 @@ test-unit: ## Fast unit tests only (no embedded DynamoDB)
 
 test-contract: ## The store contract suite against the in-memory store and DynamoDB
 	$(CARGO) test -p saga-tests --test store_contract --test ledger_properties -- --nocapture
+
+sim: ## Deterministic fault simulation of the saga: make sim [SEEDS=10000] [SEED=s] [FAULTS=all|a,b]
+	@$(CARGO) run --release -q -p sim -- $(if $(SEED),--seed $(SEED),--seeds $(or $(SEEDS),10000)) \
+		--faults $(or $(FAULTS),all)
 
 start-local: ## Start the local cloud (4566 AWS edge, 3001 API, 3000 gateway) and run a demo payment
 	@./scripts/local.sh start

@@ -2,6 +2,9 @@
 //! on stdout that CloudWatch turns into a metric, with no SDK call and no
 //! extra latency (DESIGN §9).
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use serde_json::json;
 
 use crate::domain::Timestamp;
@@ -26,8 +29,40 @@ pub fn count_metric_line(metric: &str, service: &str, at: Timestamp) -> String {
     .to_string()
 }
 
+/// Receives `(metric, service)` instead of stdout (see [`capture_counts`]).
+pub type CountSink = Rc<dyn Fn(&str, &str)>;
+
+thread_local! {
+    static COUNT_SINK: RefCell<Option<CountSink>> = const { RefCell::new(None) };
+}
+
+/// Sends this thread's [`emit_count`] calls to `sink` until the guard drops.
+/// The fault simulator uses it to check that every RECONCILIATION_REQUIRED
+/// came with its alarm metric.
+pub fn capture_counts(sink: CountSink) -> CaptureGuard {
+    let previous = COUNT_SINK.with(|installed| installed.borrow_mut().replace(sink));
+    CaptureGuard { previous }
+}
+
+/// Restores the previous sink of [`emit_count`] when dropped.
+#[must_use = "capturing stops when the guard is dropped"]
+pub struct CaptureGuard {
+    previous: Option<CountSink>,
+}
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        COUNT_SINK.with(|installed| *installed.borrow_mut() = previous);
+    }
+}
+
 /// Emits one count of `metric` (e.g. `ReconciliationRequired`) for `service`.
 pub fn emit_count(metric: &str, service: &str) {
+    if let Some(sink) = COUNT_SINK.with(|installed| installed.borrow().clone()) {
+        sink(metric, service);
+        return;
+    }
     // EMF must be a line of its own on stdout, where Lambda ships logs from.
     println!("{}", count_metric_line(metric, service, Timestamp::now()));
 }

@@ -109,7 +109,7 @@ where
     Fut: Future<Output = Outcome>,
 {
     let Some(key) = key else {
-        return work(Ulid::new()).await.response;
+        return work(shared::domain::source::ulid()).await.response;
     };
     let seed = match begin(repo, &key).await {
         Ok(seed) => seed,

@@ -18,6 +18,8 @@
 
 mod settlement;
 
+pub use settlement::METRIC_REFUND_FAILED;
+
 use std::sync::Arc;
 
 use lambda_runtime::LambdaEvent;

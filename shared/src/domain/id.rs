@@ -36,7 +36,7 @@ macro_rules! prefixed_id {
 
             /// A new id for the current instant.
             pub fn generate() -> Self {
-                Self(Ulid::new())
+                Self(super::source::ulid())
             }
 
             pub fn parse(text: &str) -> Result<Self, IdError> {

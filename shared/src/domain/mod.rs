@@ -6,6 +6,7 @@ pub mod idempotency;
 pub mod money;
 pub mod payment;
 pub mod refund;
+pub mod source;
 pub mod timestamp;
 pub mod wallet;
 

@@ -23,7 +23,7 @@ pub struct TimestampError {
 
 impl Timestamp {
     pub fn now() -> Self {
-        Self::from_datetime(OffsetDateTime::now_utc())
+        Self::from_datetime(super::source::now())
     }
 
     /// Truncates to microseconds, the precision of the text form, so a value

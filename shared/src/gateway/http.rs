@@ -152,18 +152,8 @@ impl PaymentGateway for HttpGateway {
             .post(self.payments_url.clone())
             .header(IDEMPOTENCY_KEY_HEADER, &payment_id)
             .json(&body);
-        let effect = Effect::Write;
-        let (status, body) = self.exchange(request, effect).await?;
-        match status.as_u16() {
-            // APPROVED, PENDING, DECLINED: the body's status is authoritative.
-            200 | 202 | 402 => body
-                .and_then(|bytes| wire::parse_charge(&bytes, &payment_id))
-                .map_err(|reason| effect.uncertain(reason)),
-            201 | 203..=299 => {
-                Err(effect.uncertain(format!("unexpected {status} answer to a charge")))
-            }
-            _ => Err(status_error(status, &body.unwrap_or_default(), effect)),
-        }
+        let (status, body) = self.exchange(request, Effect::Write).await?;
+        charge_answer(status, body, &payment_id)
     }
 
     async fn status(&self, payment_id: &PaymentId) -> Result<Option<GatewayCharge>, GatewayError> {
@@ -172,23 +162,8 @@ impl PaymentGateway for HttpGateway {
             .base
             .join(&format!("v1/payments/{payment_id}"))
             .map_err(|err| GatewayError::Unavailable(format!("bad status url: {err}")))?;
-        let effect = Effect::Read;
-        let (status, body) = self.exchange(self.client.get(url), effect).await?;
-        let body = body.unwrap_or_default();
-        match status.as_u16() {
-            200 => wire::parse_charge(&body, &payment_id)
-                .map(Some)
-                .map_err(|reason| effect.uncertain(reason)),
-            // Only the gateway's own "no such payment" means never charged: a
-            // 404 from a wrong base URL must not look like "safe to compensate".
-            404 if wire::parse_error(&body)
-                .is_some_and(|(code, _)| code == "PAYMENT_NOT_FOUND") =>
-            {
-                Ok(None)
-            }
-            201..=299 => Err(effect.uncertain(format!("unexpected {status} answer to a lookup"))),
-            _ => Err(status_error(status, &body, effect)),
-        }
+        let (status, body) = self.exchange(self.client.get(url), Effect::Read).await?;
+        status_answer(status, body, &payment_id)
     }
 
     async fn refund(
@@ -209,15 +184,77 @@ impl PaymentGateway for HttpGateway {
             .post(self.refunds_url.clone())
             .header(IDEMPOTENCY_KEY_HEADER, &refund_id)
             .json(&body);
-        let effect = Effect::Write;
-        let (status, body) = self.exchange(request, effect).await?;
-        match status.as_u16() {
-            200 => body
-                .and_then(|bytes| wire::parse_refund(&bytes, &refund_id))
-                .map_err(|reason| effect.uncertain(reason)),
-            201..=299 => Err(effect.uncertain(format!("unexpected {status} answer to a refund"))),
-            _ => Err(status_error(status, &body.unwrap_or_default(), effect)),
+        let (status, body) = self.exchange(request, Effect::Write).await?;
+        refund_answer(status, body, &refund_id)
+    }
+}
+
+/// What an HTTP answer to a charge means (`body`: the bytes, or why they
+/// could not be read). Public so the fault simulator's gateway, which answers
+/// with the mock gateway's statuses and bodies, is read by this same code.
+pub fn charge_answer(
+    status: StatusCode,
+    body: Result<Vec<u8>, String>,
+    payment_id: &str,
+) -> Result<GatewayCharge, GatewayError> {
+    let effect = Effect::Write;
+    match status.as_u16() {
+        // APPROVED, PENDING, DECLINED: the body's status is authoritative.
+        200 | 202 | 402 => body
+            .and_then(|bytes| wire::parse_charge(&bytes, payment_id))
+            .map_err(|reason| effect.uncertain(reason)),
+        201 | 203..=299 => Err(effect.uncertain(format!("unexpected {status} answer to a charge"))),
+        _ => Err(status_error(status, &body.unwrap_or_default(), effect)),
+    }
+}
+
+/// What an HTTP answer to a status lookup means (see [`charge_answer`]).
+pub fn status_answer(
+    status: StatusCode,
+    body: Result<Vec<u8>, String>,
+    payment_id: &str,
+) -> Result<Option<GatewayCharge>, GatewayError> {
+    let effect = Effect::Read;
+    let body = body.unwrap_or_default();
+    match status.as_u16() {
+        200 => wire::parse_charge(&body, payment_id)
+            .map(Some)
+            .map_err(|reason| effect.uncertain(reason)),
+        // Only the gateway's own "no such payment" means never charged: a
+        // 404 from a wrong base URL must not look like "safe to compensate".
+        404 if wire::parse_error(&body).is_some_and(|(code, _)| code == "PAYMENT_NOT_FOUND") => {
+            Ok(None)
         }
+        201..=299 => Err(effect.uncertain(format!("unexpected {status} answer to a lookup"))),
+        _ => Err(status_error(status, &body, effect)),
+    }
+}
+
+/// What an HTTP answer to a refund means (see [`charge_answer`]).
+pub fn refund_answer(
+    status: StatusCode,
+    body: Result<Vec<u8>, String>,
+    refund_id: &str,
+) -> Result<GatewayRefund, GatewayError> {
+    let effect = Effect::Write;
+    match status.as_u16() {
+        200 => body
+            .and_then(|bytes| wire::parse_refund(&bytes, refund_id))
+            .map_err(|reason| effect.uncertain(reason)),
+        201..=299 => Err(effect.uncertain(format!("unexpected {status} answer to a refund"))),
+        _ => Err(status_error(status, &body.unwrap_or_default(), effect)),
+    }
+}
+
+/// A request that got no HTTP answer: `sent` tells whether it left this
+/// process (a connect failure did not; a timeout after sending did). A write
+/// (`charge`, `refund`) that was sent may have happened; a lookup never matters.
+pub fn no_answer(sent: bool, write: bool, reason: String) -> GatewayError {
+    let effect = if write { Effect::Write } else { Effect::Read };
+    if sent {
+        effect.uncertain(reason)
+    } else {
+        GatewayError::Unavailable(reason)
     }
 }
 
@@ -249,11 +286,8 @@ fn transport_error(err: &reqwest::Error, effect: Effect) -> GatewayError {
     let reason = describe(err);
     // A connect failure (refused, DNS, connect timeout) or a request we could
     // not even build never left this process.
-    if err.is_connect() || err.is_builder() {
-        GatewayError::Unavailable(reason)
-    } else {
-        effect.uncertain(reason)
-    }
+    let sent = !(err.is_connect() || err.is_builder());
+    no_answer(sent, effect == Effect::Write, reason)
 }
 
 /// An HTTP answer outside the success codes of the call.
