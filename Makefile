@@ -51,7 +51,7 @@ test-contract: ## The store contract suite against the in-memory store and Dynam
 	$(CARGO) test -p saga-tests --test store_contract --test ledger_properties -- --nocapture
 
 sim: ## Deterministic fault simulation of the saga: make sim [SEEDS=10000] [SEED=s] [FAULTS=all|a,b]
-	@$(CARGO) run --release -q -p sim -- $(if $(SEED),--seed $(SEED),--seeds $(or $(SEEDS),10000)) \
+	@$(CARGO) run --profile sim -q -p sim -- $(if $(SEED),--seed $(SEED),--seeds $(or $(SEEDS),10000)) \
 		--faults $(or $(FAULTS),all)
 
 start-local: ## Start the local cloud (4566 AWS edge, 3001 API, 3000 gateway) and run a demo payment

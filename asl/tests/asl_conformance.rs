@@ -1333,6 +1333,17 @@ mod payment_saga {
         })
     }
 
+    /// An invoice-processor reply: the payment's status after the command.
+    fn invoice(status: &str) -> Reply {
+        Reply::Value(json!({"paymentId": "pay_01HZX", "status": status, "version": 1}))
+    }
+
+    /// A runner whose CREATE answers a new, PENDING payment (as
+    /// invoice-processor does), so `IsPaymentUnderway` lets the saga go on.
+    fn saga_runner() -> ScriptedRunner {
+        ScriptedRunner::new().always("CREATE", invoice("PENDING"))
+    }
+
     fn charged(status: &str) -> Reply {
         let mut reply = json!({"status": status, "checks": 0});
         if status == "APPROVED" {
@@ -1341,12 +1352,32 @@ mod payment_saga {
         Reply::Value(reply)
     }
 
-    const HEAD: [&str; 4] = [
+    /// A payments-adapter CANCEL answer. The state machine passes no
+    /// `checks`, so the adapter counts this call as the first.
+    fn closed(status: &str) -> Reply {
+        let mut reply = json!({"status": status, "checks": 1, "gatewayReference": "gw-ref-1"});
+        if status == "DECLINED" {
+            // a tombstone: the gateway had no charge and now never will
+            reply["gatewayReference"] = json!("gwc-ref-1");
+            reply["declineCode"] = json!("canceled");
+        }
+        Reply::Value(reply)
+    }
+
+    /// A wallet-service COMPENSATE answer for a payment that was never debited.
+    fn nothing_to_compensate() -> Reply {
+        Reply::Value(json!({"moved": false, "replayed": false}))
+    }
+
+    const HEAD: [&str; 5] = [
         "CreateInvoice",
+        "IsPaymentUnderway",
         "DebitWallet",
         "UpdatePaymentProcessing",
         "ProcessPayment",
     ];
+    const CLOSE: [&str; 2] = ["CancelCharge", "IsPaymentClosed"];
+    const COMPENSATED: [&str; 3] = ["RefundWallet", "UpdatePaymentFailed", "PaymentFailed"];
 
     fn states(parts: &[&[&str]]) -> Vec<String> {
         parts
@@ -1356,17 +1387,26 @@ mod payment_saga {
             .collect()
     }
 
+    /// The position of the first call for `key` among all calls.
+    fn first_call(runner: &ScriptedRunner, key: &str) -> usize {
+        runner
+            .calls()
+            .iter()
+            .position(|call| call.input["action"] == key)
+            .unwrap_or_else(|| panic!("no {key} call"))
+    }
+
     #[tokio::test]
     async fn loads_with_its_substitutions_and_timeout() {
         let machine = saga();
         assert_eq!(machine.start_at(), "CreateInvoice");
         assert_eq!(machine.timeout_seconds(), Some(1800));
-        assert_eq!(machine.state_names().count(), 22);
+        assert_eq!(machine.state_names().count(), 26);
     }
 
     #[tokio::test]
     async fn happy_path_completes_the_payment() {
-        let runner = ScriptedRunner::new().script("CHARGE", [charged("APPROVED")]);
+        let runner = saga_runner().script("CHARGE", [charged("APPROVED")]);
         let done = execute(&saga(), payment(), &runner).await;
         assert_eq!(
             done.history.entered_states(),
@@ -1399,48 +1439,112 @@ mod payment_saga {
             runner.calls_for("COMPLETE")[0].input["gatewayReference"],
             json!("gw-ref-1")
         );
+        assert!(runner.calls_for("CANCEL").is_empty());
         assert!(done.clock.sleeps().is_empty());
     }
 
     #[tokio::test]
-    async fn insufficient_funds_fails_the_payment_without_compensation() {
-        let runner = ScriptedRunner::new().script(
-            "DEBIT",
-            [Reply::Fail("InsufficientFunds", "balance 10.00 < 50.00")],
-        );
-        let done = execute(&saga(), payment(), &runner).await;
-        assert_eq!(
-            done.history.entered_states(),
-            states(&[&[
-                "CreateInvoice",
-                "DebitWallet",
-                "UpdatePaymentFailed",
-                "PaymentFailed"
-            ]])
-        );
-        assert_eq!(done.failure().0, "PaymentFailed");
-        let fail = &runner.calls_for("FAIL")[0].input;
-        assert_eq!(
-            (fail["reason"].clone(), fail["cause"].clone()),
-            (json!("InsufficientFunds"), json!("balance 10.00 < 50.00"))
-        );
-        assert!(runner.calls_for("COMPENSATE").is_empty());
-        assert!(runner.calls_for("CHARGE").is_empty());
+    async fn a_duplicate_execution_of_an_ended_payment_touches_nothing() {
+        for status in [
+            "COMPLETED",
+            "FAILED",
+            "REFUNDED",
+            "PARTIALLY_REFUNDED",
+            "RECONCILIATION_REQUIRED",
+        ] {
+            // GIVEN a second execution of a payment that has already ended
+            let runner = ScriptedRunner::new().always("CREATE", invoice(status));
+            // WHEN the saga runs
+            let done = execute(&saga(), payment(), &runner).await;
+            // THEN it stops after reading the payment: no debit, no charge,
+            // no cancel, no compensation, no status written
+            assert_eq!(
+                done.history.entered_states(),
+                states(&[&[
+                    "CreateInvoice",
+                    "IsPaymentUnderway",
+                    "PaymentAlreadySettled"
+                ]]),
+                "{status}"
+            );
+            assert_eq!(runner.calls().len(), 1, "{status}");
+            assert_eq!(done.output()["invoice"]["status"], json!(status));
+        }
     }
 
     #[tokio::test]
-    async fn a_declined_charge_is_compensated() {
+    async fn a_duplicate_execution_of_a_payment_under_way_carries_on() {
+        // GIVEN a second execution that finds the payment PROCESSING (the
+        // first one debited it; debit and charge are idempotent by paymentId)
         let runner = ScriptedRunner::new()
-            .script("CHARGE", [Reply::Fail("PaymentDeclined", "card declined")]);
+            .always("CREATE", invoice("PROCESSING"))
+            .script("CHARGE", [charged("APPROVED")]);
         let done = execute(&saga(), payment(), &runner).await;
         assert_eq!(
             done.history.entered_states(),
             states(&[
                 &HEAD,
-                &["RefundWallet", "UpdatePaymentFailed", "PaymentFailed"]
+                &[
+                    "IsPaymentApproved",
+                    "UpdatePaymentSuccess",
+                    "PaymentSuccess"
+                ]
             ])
         );
+    }
+
+    #[tokio::test]
+    async fn insufficient_funds_closes_the_payment_then_fails_it_compensating_nothing() {
+        // GIVEN a refused debit, and a gateway that has no charge for the payment
+        let runner = saga_runner()
+            .script(
+                "DEBIT",
+                [Reply::Fail("InsufficientFunds", "balance 10.00 < 50.00")],
+            )
+            .script("CANCEL", [closed("DECLINED")])
+            .script("COMPENSATE", [nothing_to_compensate()]);
+        // WHEN the saga runs
+        let done = execute(&saga(), payment(), &runner).await;
+        // THEN the payment is closed at the gateway (another execution could
+        // have debited and charged), and only its DECLINED answer lets the
+        // compensation run; here it moves nothing
+        assert_eq!(
+            done.history.entered_states(),
+            states(&[
+                &["CreateInvoice", "IsPaymentUnderway", "DebitWallet"],
+                &CLOSE,
+                &COMPENSATED
+            ])
+        );
+        assert_eq!(done.failure().0, "PaymentFailed");
+        let cancel = &runner.calls_for("CANCEL")[0];
+        assert_eq!(cancel.resource, ADAPTER);
+        assert_eq!(
+            cancel.input,
+            json!({"action": "CANCEL", "paymentId": "pay_01HZX"})
+        );
+        assert_eq!(cancel.timeout, Some(Duration::from_secs(15)));
         assert_eq!(runner.calls_for("COMPENSATE").len(), 1);
+        assert!(first_call(&runner, "CANCEL") < first_call(&runner, "COMPENSATE"));
+        let fail = &runner.calls_for("FAIL")[0].input;
+        assert_eq!(
+            (fail["reason"].clone(), fail["cause"].clone()),
+            (json!("InsufficientFunds"), json!("balance 10.00 < 50.00"))
+        );
+        assert!(runner.calls_for("CHARGE").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_declined_charge_is_compensated_without_cancelling() {
+        let runner =
+            saga_runner().script("CHARGE", [Reply::Fail("PaymentDeclined", "card declined")]);
+        let done = execute(&saga(), payment(), &runner).await;
+        assert_eq!(
+            done.history.entered_states(),
+            states(&[&HEAD, &COMPENSATED])
+        );
+        assert_eq!(runner.calls_for("COMPENSATE").len(), 1);
+        assert!(runner.calls_for("CANCEL").is_empty());
         assert_eq!(
             runner.calls_for("FAIL")[0].input["reason"],
             json!("PaymentDeclined")
@@ -1449,13 +1553,134 @@ mod payment_saga {
     }
 
     #[tokio::test]
-    async fn pending_twice_then_approved_goes_through_the_wait_loop() {
-        let runner = ScriptedRunner::new()
-            .script("CHARGE", [charged("PENDING")])
+    async fn an_open_circuit_closes_the_payment_before_compensating() {
+        // GIVEN a charge refused by the open breaker (this attempt charged
+        // nothing, an earlier one might have)
+        let runner = saga_runner()
+            .script("CHARGE", [Reply::Fail("CircuitOpen", "breaker open")])
+            .script("CANCEL", [closed("DECLINED")]);
+        let done = execute(&saga(), payment(), &runner).await;
+        // THEN it is not retried, the gateway closes the payment, and only then
+        // is the debit given back
+        assert_eq!(
+            done.history.entered_states(),
+            states(&[&HEAD, &CLOSE, &COMPENSATED])
+        );
+        assert_eq!(runner.calls_for("CHARGE").len(), 1);
+        assert_eq!(runner.calls_for("CANCEL").len(), 1);
+        assert_eq!(runner.calls_for("COMPENSATE").len(), 1);
+        assert!(first_call(&runner, "CANCEL") < first_call(&runner, "COMPENSATE"));
+        assert_eq!(
+            runner.calls_for("FAIL")[0].input["reason"],
+            json!("CircuitOpen")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancel_answering_approved_completes_the_payment() {
+        // GIVEN a gateway that stays unavailable for every charge attempt, but
+        // had captured an earlier one: the cancel answers APPROVED
+        let runner = saga_runner()
+            .always(
+                "CHARGE",
+                Reply::Fail("GatewayUnavailable", "503 from the gateway"),
+            )
+            .script("CANCEL", [closed("APPROVED")]);
+        let done = execute(&saga(), payment(), &runner).await;
+        // THEN the charge is retried 3 times, then the payment completes with
+        // the captured charge's reference and nothing is given back
+        assert_eq!(
+            done.history.entered_states(),
+            states(&[&HEAD, &CLOSE, &["UpdatePaymentSuccess", "PaymentSuccess"]])
+        );
+        assert_eq!(runner.calls_for("CHARGE").len(), 4);
+        assert!(runner.calls_for("COMPENSATE").is_empty());
+        assert!(runner.calls_for("FAIL").is_empty());
+        assert_eq!(
+            runner.calls_for("COMPLETE")[0].input["gatewayReference"],
+            json!("gw-ref-1")
+        );
+        assert_eq!(done.output()["charge"]["status"], json!("APPROVED"));
+    }
+
+    #[tokio::test]
+    async fn a_cancel_answering_pending_waits_for_the_final_status() {
+        // GIVEN a failed MARK_PROCESSING and a charge (of another execution)
+        // still PENDING at the gateway
+        let runner = saga_runner()
             .script(
-                "STATUS",
-                [Reply::Status("PENDING"), Reply::Status("APPROVED")],
+                "MARK_PROCESSING",
+                [Reply::Fail("InvalidTransition", "COMPLETED -> PROCESSING")],
+            )
+            .script("CANCEL", [closed("PENDING")])
+            .script("STATUS", [Reply::Status("APPROVED")]);
+        let done = execute(&saga(), payment(), &runner).await;
+        // THEN the saga waits, asks the status, and completes
+        assert_eq!(
+            done.history.entered_states(),
+            states(&[
+                &HEAD[..4],
+                &CLOSE,
+                &[
+                    "WaitForPaymentConfirmation",
+                    "CheckPaymentStatus",
+                    "EvaluatePaymentStatus",
+                    "UpdatePaymentSuccess",
+                    "PaymentSuccess"
+                ]
+            ])
+        );
+        assert!(runner.calls_for("CHARGE").is_empty());
+        assert!(runner.calls_for("COMPENSATE").is_empty());
+        // the cancel counted as one check
+        assert_eq!(runner.calls_for("STATUS")[0].input["checks"], json!(1));
+        assert_eq!(done.sleeps_seconds(), vec![3.0]);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_that_never_answers_goes_to_reconciliation_without_compensating() {
+        // GIVEN a refused debit and a gateway that cannot be reached to close the payment
+        let runner = saga_runner()
+            .script("DEBIT", [Reply::Fail("WalletNotFound", "no wallet user_1")])
+            .always(
+                "CANCEL",
+                Reply::Fail("GatewayUnavailable", "503 from the gateway"),
             );
+        let done = execute(&saga(), payment(), &runner).await;
+        // THEN the cancel is tried 7 times (6 retries, FULL jitter up to 8 s),
+        // then an operator decides: nothing is given back, nothing is failed
+        assert_eq!(
+            done.history.entered_states(),
+            states(&[
+                &["CreateInvoice", "IsPaymentUnderway", "DebitWallet"],
+                &[
+                    "CancelCharge",
+                    "MarkReconciliationRequired",
+                    "PaymentNeedsReconciliation"
+                ]
+            ])
+        );
+        assert_eq!(done.failure().0, "ReconciliationRequired");
+        assert_eq!(runner.calls_for("CANCEL").len(), 7);
+        assert!(runner.calls_for("COMPENSATE").is_empty());
+        assert!(runner.calls_for("FAIL").is_empty());
+        assert_eq!(
+            runner.calls_for("MARK_RECONCILIATION_REQUIRED")[0].input["reason"],
+            json!("GatewayUnavailable")
+        );
+        let sleeps = done.clock.sleeps();
+        assert_eq!(sleeps.len(), 6);
+        for (sleep, ceiling) in sleeps.iter().zip([1, 2, 4, 8, 8, 8]) {
+            assert!(*sleep <= Duration::from_secs(ceiling), "{sleep:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn pending_twice_then_approved_goes_through_the_wait_loop() {
+        let runner = saga_runner().script("CHARGE", [charged("PENDING")]).script(
+            "STATUS",
+            [Reply::Status("PENDING"), Reply::Status("APPROVED")],
+        );
         let done = execute(&saga(), payment(), &runner).await;
         let check = [
             "WaitForPaymentConfirmation",
@@ -1487,7 +1712,7 @@ mod payment_saga {
 
     #[tokio::test]
     async fn an_ambiguous_charge_is_resolved_by_status_checks() {
-        let runner = ScriptedRunner::new()
+        let runner = saga_runner()
             .script(
                 "CHARGE",
                 [Reply::Fail("GatewayAmbiguous", "timeout after send")],
@@ -1517,13 +1742,53 @@ mod payment_saga {
         // the catcher kept the error next to the input; the Pass state reset the charge
         assert_eq!(runner.calls_for("STATUS")[0].input["checks"], json!(0));
         assert!(runner.calls_for("COMPENSATE").is_empty());
+        assert!(runner.calls_for("CANCEL").is_empty());
         assert_eq!(done.output()["error"]["Error"], json!("GatewayAmbiguous"));
+    }
+
+    #[tokio::test]
+    async fn a_charge_the_gateway_never_saw_is_closed_then_compensated() {
+        // GIVEN an ambiguous charge the gateway answers NOT_FOUND for (a late
+        // attempt could still arrive), then DECLINED when asked to close it
+        let runner = saga_runner()
+            .script(
+                "CHARGE",
+                [Reply::Fail("GatewayAmbiguous", "timeout after send")],
+            )
+            .script("STATUS", [Reply::Status("NOT_FOUND")])
+            .script("CANCEL", [closed("DECLINED")]);
+        let done = execute(&saga(), payment(), &runner).await;
+        // THEN one NOT_FOUND is enough to close the payment, and only the
+        // cancel's DECLINED lets the debit be given back
+        assert_eq!(
+            done.history.entered_states(),
+            states(&[
+                &HEAD,
+                &[
+                    "ResolveAmbiguousCharge",
+                    "CheckPaymentStatus",
+                    "EvaluatePaymentStatus",
+                    "GatewayNotProcessed"
+                ],
+                &CLOSE,
+                &COMPENSATED
+            ])
+        );
+        assert_eq!(runner.calls_for("STATUS").len(), 1);
+        assert_eq!(runner.calls_for("CHARGE").len(), 1);
+        assert_eq!(runner.calls_for("COMPENSATE").len(), 1);
+        assert!(first_call(&runner, "CANCEL") < first_call(&runner, "COMPENSATE"));
+        assert_eq!(
+            runner.calls_for("FAIL")[0].input["reason"],
+            json!("GatewayNotProcessed")
+        );
+        assert!(done.clock.sleeps().is_empty());
     }
 
     #[tokio::test]
     async fn a_status_check_that_never_answers_ends_after_ten_checks_in_reconciliation() {
         // GIVEN an ambiguous charge and a gateway whose status endpoint never answers
-        let runner = ScriptedRunner::new()
+        let runner = saga_runner()
             .script(
                 "CHARGE",
                 [Reply::Fail("GatewayAmbiguous", "timeout after send")],
@@ -1556,6 +1821,7 @@ mod payment_saga {
         assert_eq!(done.history.entered_states(), expected);
         assert_eq!(done.failure().0, "ReconciliationRequired");
         assert_eq!(runner.calls_for("STATUS").len(), 40);
+        assert!(runner.calls_for("COMPENSATE").is_empty());
         assert_eq!(
             done.clock.fired_timeouts(),
             vec![Duration::from_secs(15); 40]
@@ -1597,8 +1863,8 @@ mod payment_saga {
 
     #[tokio::test]
     async fn a_failing_compensation_goes_to_reconciliation() {
-        let runner = ScriptedRunner::new()
-            .script("CHARGE", [Reply::Fail("CircuitOpen", "breaker open")])
+        let runner = saga_runner()
+            .script("CHARGE", [Reply::Fail("PaymentDeclined", "card declined")])
             .always("COMPENSATE", Reply::Fail("Retryable", "throttled"));
         let done = execute(&saga(), payment(), &runner).await;
         assert_eq!(
@@ -1613,6 +1879,7 @@ mod payment_saga {
             ])
         );
         assert_eq!(runner.calls_for("COMPENSATE").len(), 7);
+        assert!(runner.calls_for("FAIL").is_empty());
         assert_eq!(done.clock.sleeps().len(), 6);
     }
 }

@@ -11,7 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::config::Mode;
 use crate::error::AppError;
 use crate::money::Money;
-use crate::state::{Gateway, Limits};
+use crate::state::{ChargeRecord, Gateway, Limits};
 
 pub const DECLINE_CODE: &str = "card_declined";
 
@@ -121,8 +121,8 @@ impl Charge {
             payment_id: self.payment_id.clone(),
             status,
             reference: self.reference.clone(),
-            amount: self.money.amount_string(),
-            currency: self.money.ccy.code(),
+            amount: Some(self.money.amount_string()),
+            currency: Some(self.money.ccy.code()),
             decline_code: (status == ChargeStatus::Declined).then_some(DECLINE_CODE),
             message: status.message(),
             created_at: rfc3339(self.created_at)?,
@@ -131,15 +131,18 @@ impl Charge {
     }
 }
 
-/// Response body of every processed charge and of the status lookup.
+/// Response body of every processed charge, of the status lookup and of a cancel.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentView {
     pub payment_id: String,
     pub status: ChargeStatus,
     pub reference: String,
-    pub amount: String,
-    pub currency: &'static str,
+    /// Absent only on a cancel tombstone, which was never charged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decline_code: Option<&'static str>,
     pub message: &'static str,
@@ -221,19 +224,30 @@ pub fn process(
         return Err(AppError::GatewayError);
     }
 
-    if let Some(existing) = gateway.charges.get(&request.payment_id) {
-        if !existing.money.same_as(&money) {
-            return Err(AppError::IdempotencyMismatch(format!(
-                "payment {:?} was already processed with amount {} {}",
-                existing.payment_id,
-                existing.money.amount_string(),
-                existing.money.ccy.code()
-            )));
+    match gateway.charges.get(&request.payment_id) {
+        Some(ChargeRecord::Charged(existing)) => {
+            if !existing.money.same_as(&money) {
+                return Err(AppError::IdempotencyMismatch(format!(
+                    "payment {:?} was already processed with amount {} {}",
+                    existing.payment_id,
+                    existing.money.amount_string(),
+                    existing.money.ccy.code()
+                )));
+            }
+            return Ok(Processed {
+                view: existing.view(now)?,
+                replay: true,
+            });
         }
-        return Ok(Processed {
-            view: existing.view(now)?,
-            replay: true,
-        });
+        // A cancelled paymentId stays declined whatever the amount: the caller
+        // was promised that this payment will never be captured.
+        Some(ChargeRecord::Canceled(tombstone)) => {
+            return Ok(Processed {
+                view: tombstone.view()?,
+                replay: true,
+            });
+        }
+        None => {}
     }
     if gateway.charges.len() >= limits.max_charges {
         return Err(AppError::StorageFull(limits.max_charges, "charges"));
@@ -269,7 +283,9 @@ pub fn process(
         refunded: Decimal::ZERO,
     };
     let view = charge.first_view()?;
-    gateway.charges.insert(charge.payment_id.clone(), charge);
+    gateway
+        .charges
+        .insert(charge.payment_id.clone(), ChargeRecord::Charged(charge));
     Ok(Processed {
         view,
         replay: false,

@@ -5,6 +5,7 @@
 //! router with [`app`] and drive it with `tower::ServiceExt::oneshot` in tests,
 //! or run the binary (`cargo run -p mock-gateway`), which serves on 127.0.0.1.
 
+mod cancels;
 mod charges;
 mod config;
 mod error;
@@ -43,6 +44,10 @@ pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/v1/payments", post(routes::create_payment))
         .route("/v1/payments/{paymentId}", get(routes::get_payment))
+        .route(
+            "/v1/payments/{paymentId}/cancel",
+            post(routes::cancel_payment),
+        )
         .route("/v1/refunds", post(routes::create_refund))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::config::Mode;
 use crate::error::{AppError, LoggedPaymentId, Outcome, error_response};
-use crate::state::{AppState, ROUTE_CHARGE, ROUTE_OTHER, ROUTE_REFUND, ROUTE_STATUS};
+use crate::state::{AppState, ROUTE_CANCEL, ROUTE_CHARGE, ROUTE_OTHER, ROUTE_REFUND, ROUTE_STATUS};
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
@@ -79,6 +79,7 @@ fn route_label(method: &Method, matched: Option<&str>) -> &'static str {
     match (method.as_str(), matched) {
         ("POST", Some("/v1/payments")) => ROUTE_CHARGE,
         ("GET", Some("/v1/payments/{paymentId}")) => ROUTE_STATUS,
+        ("POST", Some("/v1/payments/{paymentId}/cancel")) => ROUTE_CANCEL,
         ("POST", Some("/v1/refunds")) => ROUTE_REFUND,
         _ => ROUTE_OTHER,
     }

@@ -8,7 +8,7 @@ use crate::charges::{ChargeStatus, rfc3339, validate_id};
 use crate::config::Mode;
 use crate::error::AppError;
 use crate::money::Money;
-use crate::state::{Gateway, Limits};
+use crate::state::{ChargeRecord, Gateway, Limits};
 
 /// `POST /v1/refunds` body.
 #[derive(Debug, Deserialize)]
@@ -99,10 +99,20 @@ pub fn process(
     }
 
     let refunds_full = gateway.refunds.len() >= limits.max_refunds;
-    let charge = gateway
+    let record = gateway
         .charges
         .get_mut(&request.payment_id)
         .ok_or_else(|| AppError::PaymentNotFound(request.payment_id.clone()))?;
+    let charge = match record {
+        ChargeRecord::Charged(charge) => charge,
+        // Never charged, so nothing was captured: refused like a declined charge.
+        ChargeRecord::Canceled(tombstone) => {
+            return Err(AppError::PaymentNotCaptured {
+                payment_id: request.payment_id,
+                status: tombstone.status().as_str(),
+            });
+        }
+    };
     let (status, _) = charge.status_at(now);
     if status != ChargeStatus::Approved {
         return Err(AppError::PaymentNotCaptured {

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::cancels;
 use crate::charges::{self, ChargeRequest};
 use crate::config::{ErrorRate, MAX_LATENCY_MS, MAX_PENDING_DELAY_MS, Mode, ModeSettings};
 use crate::error::{AppError, AppJson, LoggedPaymentId, Outcome};
@@ -74,6 +75,31 @@ pub async fn get_payment(
         }
         Some(Err(e)) => e.into_response(),
         None => AppError::PaymentNotFound(payment_id.clone()).into_response(),
+    };
+    tagged(response, payment_id)
+}
+
+/// `POST /v1/payments/{paymentId}/cancel`: always 200 with the status that now
+/// holds. No body is read, so any body (or none, with any content type) is ignored.
+pub async fn cancel_payment(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(payment_id)) = path else {
+        return AppError::InvalidRequest("invalid paymentId in path".to_owned()).into_response();
+    };
+    let now = state.now();
+    let result = cancels::process(&mut state.lock(), state.limits, now, payment_id.clone());
+    let response = match result {
+        Ok(done) => {
+            let outcome = if done.tombstoned {
+                "CANCELED"
+            } else {
+                done.view.status.as_str()
+            };
+            with_outcome((StatusCode::OK, Json(done.view)).into_response(), outcome)
+        }
+        Err(e) => e.into_response(),
     };
     tagged(response, payment_id)
 }

@@ -1,6 +1,6 @@
-//! Shared state: settings, stored charges and refunds, stats and the seeded RNG
-//! behind one `std::sync::Mutex` (never held across an `.await`), plus an
-//! injectable clock.
+//! Shared state: settings, stored charges (and cancel tombstones) and refunds,
+//! stats and the seeded RNG behind one `std::sync::Mutex` (never held across an
+//! `.await`), plus an injectable clock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -10,8 +10,10 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::charges::Charge;
+use crate::cancels::Tombstone;
+use crate::charges::{Charge, PaymentView};
 use crate::config::{ApiKey, GatewayConfig, Mode, ModeSettings};
+use crate::error::AppError;
 use crate::refunds::Refund;
 
 /// Source of "now"; [`ManualClock`] lets tests move time without sleeping.
@@ -75,12 +77,14 @@ impl Default for Limits {
 pub const ROUTE_CHARGE: &str = "POST /v1/payments";
 pub const ROUTE_STATUS: &str = "GET /v1/payments/{paymentId}";
 pub const ROUTE_REFUND: &str = "POST /v1/refunds";
+pub const ROUTE_CANCEL: &str = "POST /v1/payments/{paymentId}/cancel";
 pub const ROUTE_OTHER: &str = "OTHER /v1";
 
-const KNOWN_OUTCOMES: [&str; 9] = [
+const KNOWN_OUTCOMES: [&str; 10] = [
     "APPROVED",
     "PENDING",
     "DECLINED",
+    "CANCELED",
     "REFUNDED",
     "REPLAY",
     "ERROR",
@@ -102,7 +106,7 @@ impl Default for Stats {
     fn default() -> Self {
         Self {
             total: 0,
-            by_route: [ROUTE_CHARGE, ROUTE_STATUS, ROUTE_REFUND]
+            by_route: [ROUTE_CHARGE, ROUTE_STATUS, ROUTE_CANCEL, ROUTE_REFUND]
                 .into_iter()
                 .map(|r| (r, 0))
                 .collect(),
@@ -121,10 +125,32 @@ impl Stats {
     }
 }
 
+/// What the gateway holds for one `paymentId`. Both kinds share the charge
+/// map (and its limit), so a paymentId has at most one record and a cancel
+/// and a charge can never both win.
+#[derive(Debug, Clone)]
+pub enum ChargeRecord {
+    /// A charge the gateway processed (approved, pending or declined).
+    Charged(Charge),
+    /// A cancel that found no charge: the payment is DECLINED (`canceled`) for good.
+    Canceled(Tombstone),
+}
+
+impl ChargeRecord {
+    /// The status-lookup body at `now`.
+    pub fn view(&self, now: OffsetDateTime) -> Result<PaymentView, AppError> {
+        match self {
+            Self::Charged(charge) => charge.view(now),
+            Self::Canceled(tombstone) => tombstone.view(),
+        }
+    }
+}
+
 /// Everything behind the mutex.
 pub(crate) struct Gateway {
     pub settings: ModeSettings,
-    pub charges: HashMap<String, Charge>,
+    /// Keyed by `paymentId`.
+    pub charges: HashMap<String, ChargeRecord>,
     pub refunds: HashMap<String, Refund>,
     pub stats: Stats,
     pub rng: StdRng,

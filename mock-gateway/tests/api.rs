@@ -90,6 +90,11 @@ impl Gw {
         self.get(&format!("/v1/payments/{payment_id}")).await
     }
 
+    async fn cancel(&self, payment_id: &str) -> (StatusCode, Value) {
+        let uri = format!("/v1/payments/{payment_id}/cancel");
+        self.send(request("POST", &uri, Some(KEY), None)).await
+    }
+
     async fn refund(&self, refund_id: &str, payment_id: &str, amount: &str) -> (StatusCode, Value) {
         let body = json!({"refundId": refund_id, "paymentId": payment_id, "amount": amount, "currency": "USD"});
         self.post("/v1/refunds", &body.to_string()).await
@@ -528,6 +533,237 @@ async fn refunds_need_a_known_approved_payment_in_the_same_currency() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(code(&json), "INVALID_AMOUNT");
+}
+
+// ---------------------------------------------------------------- cancels
+
+#[tokio::test]
+async fn a_cancel_of_an_unknown_payment_declines_it_for_good() {
+    // GIVEN a gateway that has never seen pay_c
+    let gw = gateway();
+    // WHEN pay_c is cancelled
+    let (status, cancel) = gw.cancel("pay_c").await;
+    // THEN 200 DECLINED with declineCode "canceled" and no amount
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cancel["paymentId"], "pay_c");
+    assert_eq!(cancel["status"], "DECLINED");
+    assert_eq!(cancel["declineCode"], "canceled");
+    assert!(cancel["reference"].as_str().unwrap().starts_with("gwc_"));
+    assert!(cancel["message"].is_string());
+    assert_eq!(cancel["createdAt"], "2026-01-02T03:04:05.678Z");
+    assert_eq!(cancel["updatedAt"], cancel["createdAt"]);
+    assert!(cancel.get("amount").is_none());
+    assert!(cancel.get("currency").is_none());
+    // AND a later charge, whatever its amount or currency, replays the tombstone as 402
+    for (amount, ccy) in [("50.00", "USD"), ("10.77", "USD"), ("500", "JPY")] {
+        let (status, body) = gw.charge_in("pay_c", amount, ccy).await;
+        assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{amount} {ccy}");
+        assert_eq!(body, cancel, "{amount} {ccy}");
+    }
+    // AND the status lookup shows DECLINED / canceled
+    let (status, looked_up) = gw.status_of("pay_c").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(looked_up, cancel);
+    // AND the stats count one tombstone and three charge replays
+    let stats = gw.stats().await;
+    assert_eq!(stats["byRoute"]["POST /v1/payments/{paymentId}/cancel"], 1);
+    assert_eq!(stats["byOutcome"]["CANCELED"], 1);
+    assert_eq!(stats["byOutcome"]["REPLAY"], 3);
+    assert_eq!(stats["byOutcome"]["APPROVED"], 0);
+}
+
+#[tokio::test]
+async fn a_cancel_never_undoes_a_capture() {
+    // GIVEN an approved charge
+    let gw = gateway();
+    let (_, charged) = gw.charge("pay_ca", "50.00").await;
+    // WHEN it is cancelled
+    let (status, body) = gw.cancel("pay_ca").await;
+    // THEN 200 APPROVED, the charge unchanged
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, charged);
+    // AND a replay of the charge still answers 200 APPROVED
+    let (status, replayed) = gw.charge("pay_ca", "50.00").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(replayed, charged);
+    // AND it can still be refunded
+    assert_eq!(
+        gw.refund("ref_ca", "pay_ca", "50.00").await.0,
+        StatusCode::OK
+    );
+    let stats = gw.stats().await;
+    assert_eq!(stats["byOutcome"]["APPROVED"], 2);
+    assert_eq!(stats["byOutcome"]["CANCELED"], 0);
+}
+
+#[tokio::test]
+async fn a_cancel_of_a_pending_charge_changes_nothing() {
+    // GIVEN a pending charge (approved after 2 s)
+    let gw = gateway();
+    let (_, charged) = gw.charge("pay_cp", "10.77").await;
+    // WHEN it is cancelled before the delay
+    let (status, body) = gw.cancel("pay_cp").await;
+    // THEN 200 PENDING: the caller asks again later
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, charged);
+    assert_eq!(body["status"], "PENDING");
+    // AND the charge still turns APPROVED, which a later cancel then reports
+    gw.clock.advance(time::Duration::seconds(2));
+    let (status, body) = gw.cancel("pay_cp").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "APPROVED");
+    assert_eq!(body["reference"], charged["reference"]);
+    assert_eq!(gw.status_of("pay_cp").await.1, body);
+}
+
+#[tokio::test]
+async fn cancels_are_idempotent() {
+    let gw = gateway();
+    // GIVEN a cancelled unknown payment WHEN it is cancelled again THEN the same answer
+    let (_, first) = gw.cancel("pay_twice").await;
+    let (status, second) = gw.cancel("pay_twice").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(second, first);
+    // AND a declined charge stays as it was, with its own decline code
+    let (_, declined) = gw.charge("pay_cd", "1.13").await;
+    for _ in 0..2 {
+        let (status, body) = gw.cancel("pay_cd").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, declined);
+        assert_eq!(body["declineCode"], "card_declined");
+    }
+    // AND only the first cancel recorded a tombstone; the others count like lookups
+    let stats = gw.stats().await;
+    assert_eq!(stats["byOutcome"]["CANCELED"], 1);
+    assert_eq!(stats["byOutcome"]["DECLINED"], 4);
+}
+
+#[tokio::test]
+async fn a_cancel_in_down_or_flaky_mode_records_nothing_and_works_in_error_mode() {
+    let gw = gateway();
+    // down: 503, with or without a key
+    gw.control(json!({"mode": "down"})).await;
+    let (status, body) = gw.cancel("pay_cm").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(code(&body), "SERVICE_UNAVAILABLE");
+    let (status, _) = gw
+        .send(request("POST", "/v1/payments/pay_cm/cancel", None, None))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // error: charges fail, but a cancel works like a status lookup
+    gw.control(json!({"mode": "error"})).await;
+    let (status, body) = gw.cancel("pay_ce").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["declineCode"], "canceled");
+    // flaky with errorRate 1: 500 every time
+    gw.control(json!({"mode": "flaky", "errorRate": 1})).await;
+    let (status, body) = gw.cancel("pay_cm").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(code(&body), "GATEWAY_ERROR");
+    // back to normal: no tombstone, so the payment is unknown and can be charged
+    gw.control(json!({"mode": "normal"})).await;
+    assert_eq!(gw.status_of("pay_cm").await.0, StatusCode::NOT_FOUND);
+    let (status, body) = gw.charge("pay_cm", "5.00").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "APPROVED");
+    let stats = gw.stats().await;
+    assert_eq!(stats["byOutcome"]["CANCELED"], 1);
+    assert_eq!(stats["byOutcome"]["UNAVAILABLE"], 2);
+    assert_eq!(stats["byOutcome"]["ERROR"], 1);
+}
+
+#[tokio::test]
+async fn a_cancel_in_slow_mode_waits_first() {
+    let gw = gateway();
+    gw.control(json!({"mode": "slow", "latencyMs": 20})).await;
+    let started = std::time::Instant::now();
+    let (status, body) = gw.cancel("pay_cs").await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(20));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["declineCode"], "canceled");
+}
+
+#[tokio::test]
+async fn a_cancel_without_or_with_a_wrong_api_key_is_unauthorized() {
+    let gw = gateway();
+    for key in [None, Some("wrong-key"), Some("")] {
+        let (status, body) = gw
+            .send(request("POST", "/v1/payments/pay_ck/cancel", key, None))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{key:?}");
+        assert_eq!(code(&body), "UNAUTHORIZED");
+    }
+    // AND nothing was recorded
+    assert_eq!(gw.status_of("pay_ck").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_refund_of_a_cancelled_payment_is_not_captured() {
+    let gw = gateway();
+    gw.cancel("pay_cr").await;
+    let (status, body) = gw.refund("ref_cr", "pay_cr", "1.00").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(code(&body), "PAYMENT_NOT_CAPTURED");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DECLINED")
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_ignores_its_body_and_validates_the_payment_id() {
+    let gw = gateway();
+    // a JSON body, and a text body without a content type, are both ignored
+    let (status, body) = gw.post("/v1/payments/pay_cb1/cancel", "{}").await;
+    assert_eq!(
+        (status, body["declineCode"].as_str()),
+        (StatusCode::OK, Some("canceled"))
+    );
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/payments/pay_cb2/cancel")
+        .header("X-API-Key", KEY)
+        .body(Body::from("not json"))
+        .unwrap();
+    let (status, body) = gw.send(request).await;
+    assert_eq!(
+        (status, body["declineCode"].as_str()),
+        (StatusCode::OK, Some("canceled"))
+    );
+    // an id a charge would refuse is refused here too, and not recorded
+    let (status, body) = gw.cancel("bad%20id").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(code(&body), "INVALID_REQUEST");
+    assert_eq!(gw.status_of("bad%20id").await.0, StatusCode::NOT_FOUND);
+    // only POST is allowed
+    let (status, body) = gw.get("/v1/payments/pay_cb1/cancel").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(code(&body), "METHOD_NOT_ALLOWED");
+}
+
+#[tokio::test]
+async fn tombstones_count_towards_the_charge_limit() {
+    // GIVEN room for one charge, taken by a tombstone
+    let gw = gateway_with(
+        ModeSettings::default(),
+        Limits {
+            max_charges: 1,
+            max_refunds: 1,
+        },
+    );
+    assert_eq!(gw.cancel("pay_t1").await.0, StatusCode::OK);
+    // WHEN another payment is cancelled or charged THEN 507
+    let (status, body) = gw.cancel("pay_t2").await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(code(&body), "STORAGE_FULL");
+    assert_eq!(
+        gw.charge("pay_t2", "1.00").await.0,
+        StatusCode::INSUFFICIENT_STORAGE
+    );
+    // AND the tombstone itself still answers
+    assert_eq!(gw.cancel("pay_t1").await.0, StatusCode::OK);
 }
 
 // ---------------------------------------------------------------- control modes

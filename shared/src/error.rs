@@ -34,6 +34,10 @@ pub enum ErrorType {
     LedgerConflict,
     /// A compensation or refund names a debit that does not exist (or differs).
     DebitNotFound,
+    /// A debit of a payment that was already compensated without one: the
+    /// compensation closed the payment's debit, so this debit is refused (a
+    /// definite, final answer; nothing was taken).
+    PaymentCompensated,
     RefundExceedsAmount,
     /// The gateway declined the charge (a definite, final answer).
     PaymentDeclined,
@@ -50,7 +54,7 @@ pub enum ErrorType {
 }
 
 impl ErrorType {
-    pub const ALL: [ErrorType; 19] = [
+    pub const ALL: [ErrorType; 20] = [
         Self::Retryable,
         Self::GatewayUnavailable,
         Self::ValidationError,
@@ -64,6 +68,7 @@ impl ErrorType {
         Self::InvalidTransition,
         Self::LedgerConflict,
         Self::DebitNotFound,
+        Self::PaymentCompensated,
         Self::RefundExceedsAmount,
         Self::PaymentDeclined,
         Self::CircuitOpen,
@@ -87,6 +92,7 @@ impl ErrorType {
             Self::InvalidTransition => "InvalidTransition",
             Self::LedgerConflict => "LedgerConflict",
             Self::DebitNotFound => "DebitNotFound",
+            Self::PaymentCompensated => "PaymentCompensated",
             Self::RefundExceedsAmount => "RefundExceedsAmount",
             Self::PaymentDeclined => "PaymentDeclined",
             Self::CircuitOpen => "CircuitOpen",
@@ -112,6 +118,7 @@ impl ErrorType {
             | Self::InvalidTransition
             | Self::LedgerConflict
             | Self::DebitNotFound
+            | Self::PaymentCompensated
             | Self::RefundExceedsAmount
             | Self::PaymentDeclined
             | Self::CircuitOpen
@@ -288,6 +295,10 @@ pub enum WalletError {
     LedgerConflict { tx_id: String },
     #[error("no matching debit {tx_id} to give back")]
     DebitNotFound { tx_id: String },
+    /// The payment was compensated before any debit, which closed its debit
+    /// (`shared::domain::wallet::DebitClosure`); nothing was taken.
+    #[error("debit {tx_id} is closed: its payment was compensated before it was debited")]
+    PaymentCompensated { tx_id: String },
     /// Every bounded attempt lost the optimistic-version race; nothing was written.
     #[error("wallet {key} was changed concurrently {attempt_count} times; retry")]
     VersionConflict { key: WalletKey, attempt_count: u32 },
@@ -319,6 +330,7 @@ impl WalletError {
             Self::CurrencyMismatch { .. } => ErrorType::CurrencyMismatch,
             Self::LedgerConflict { .. } => ErrorType::LedgerConflict,
             Self::DebitNotFound { .. } => ErrorType::DebitNotFound,
+            Self::PaymentCompensated { .. } => ErrorType::PaymentCompensated,
             Self::VersionConflict { .. } => ErrorType::Retryable,
             Self::Money(err) => err.error_type(),
             Self::Repo(err) => err.error_type(),
@@ -360,6 +372,20 @@ mod tests {
             "GATEWAY_UNAVAILABLE"
         );
         assert_eq!(ErrorType::from_name("States.ALL"), None);
+    }
+
+    #[test]
+    fn a_debit_of_a_compensated_payment_is_a_final_answer() {
+        // GIVEN a debit refused because its payment's debit was closed
+        let err = WalletError::PaymentCompensated {
+            tx_id: "pay_x#DEBIT".into(),
+        };
+        // THEN it has its own name, is never retried, and says what happened
+        assert_eq!(err.error_type(), ErrorType::PaymentCompensated);
+        assert_eq!(err.error_type().as_str(), "PaymentCompensated");
+        assert!(!err.error_type().is_retryable());
+        assert_eq!(err.error_type().reason_code(), "PAYMENT_COMPENSATED");
+        assert!(err.to_string().contains("pay_x#DEBIT"), "{err}");
     }
 
     #[test]

@@ -211,12 +211,23 @@ pub enum GatewayCommand {
         #[serde(default)]
         checks: u32,
     },
+    /// Close the payment at the gateway before its money is given back: the
+    /// answer is final (DECLINED: it never was and never will be captured;
+    /// APPROVED: it was captured and can only be refunded; PENDING: ask
+    /// again later). `checks` is carried like `Status`'s.
+    Cancel {
+        payment_id: PaymentId,
+        #[serde(default)]
+        checks: u32,
+    },
 }
 
 impl GatewayCommand {
     pub fn payment_id(&self) -> PaymentId {
         match self {
-            Self::Charge { payment_id, .. } | Self::Status { payment_id, .. } => *payment_id,
+            Self::Charge { payment_id, .. }
+            | Self::Status { payment_id, .. }
+            | Self::Cancel { payment_id, .. } => *payment_id,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 
+use crate::domain::wallet::DebitClosure;
 use crate::domain::{
     BreakerRecord, ClaimOutcome, Currency, IdempotencyRecord, IdempotencyState, LedgerEntry,
     Movement, MovementReceipt, NewPayment, Payment, PaymentChange, PaymentEvent, PaymentId, Refund,
@@ -25,6 +26,9 @@ struct Tables {
     events: BTreeMap<(PaymentId, String), PaymentEvent>,
     wallets: BTreeMap<WalletKey, Wallet>,
     ledger: BTreeMap<(WalletKey, String), LedgerEntry>,
+    /// Closed debits, by wallet and the closed debit's `txId`: beside the
+    /// ledger, never in it (a closure moves no money; see [`DebitClosure`]).
+    debit_closures: BTreeMap<(WalletKey, String), DebitClosure>,
     refunds: HashMap<RefundId, Refund>,
     idempotency: HashMap<String, IdempotencyRecord>,
     breakers: HashMap<String, BreakerRecord>,
@@ -218,18 +222,29 @@ impl WalletRepo for InMemoryStore {
     ) -> Result<MovementReceipt, WalletError> {
         let mut tables = self.lock();
         let key = movement.wallet_key();
-        let wallet = tables
-            .wallets
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| WalletError::WalletNotFound(key.clone()))?;
+        let Some(wallet) = tables.wallets.get(&key).cloned() else {
+            // No wallet, so no debit: a compensation closes it all the same,
+            // since a wallet opened later would give a late debit money to take.
+            close_debit(&mut tables, movement, at)?;
+            return Err(WalletError::WalletNotFound(key));
+        };
         let tx_id = movement.tx_id();
         if let Some(existing) = tables.ledger.get(&(key.clone(), tx_id.clone())) {
             return ports::replay_or_conflict(existing, movement);
         }
+        if let Some(own_tx_id) = movement.closable_tx_id()
+            && tables
+                .debit_closures
+                .contains_key(&(key.clone(), own_tx_id.clone()))
+        {
+            return Err(WalletError::PaymentCompensated { tx_id: own_tx_id });
+        }
         if let Some(debit_tx_id) = movement.debit_tx_id() {
             let debit = tables.ledger.get(&(key.clone(), debit_tx_id.clone()));
             if !debit.is_some_and(|debit| debit.is_returnable_by(movement)) {
+                if debit.is_none() {
+                    close_debit(&mut tables, movement, at)?;
+                }
                 return Err(WalletError::DebitNotFound { tx_id: debit_tx_id });
             }
         }
@@ -278,6 +293,22 @@ impl WalletRepo for InMemoryStore {
         };
         Ok(Page { items, cursor })
     }
+}
+
+/// A compensation that found no debit closes the payment's debit, once; the
+/// same lock as every debit makes check and write one step, as the DynamoDB
+/// transaction does. Other movements close nothing.
+fn close_debit(tables: &mut Tables, movement: &Movement, at: Timestamp) -> Result<(), RepoError> {
+    let Some(closure) = DebitClosure::by(movement, at) else {
+        return Ok(());
+    };
+    let closure_key = (closure.wallet_key(), closure.debit_tx_id());
+    if tables.debit_closures.contains_key(&closure_key) {
+        return Ok(());
+    }
+    tables.injected_failure()?;
+    tables.debit_closures.insert(closure_key, closure);
+    Ok(())
 }
 
 #[async_trait]

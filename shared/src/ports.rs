@@ -110,6 +110,15 @@ pub trait WalletRepo: Send + Sync {
     /// the first receipt with `replayed = true`; a different movement under the
     /// same `txId` is `LedgerConflict`. Compensations and refunds require the
     /// payment's debit in the same wallet (and a compensation its exact amount).
+    ///
+    /// A compensation that finds no debit at all (or no wallet) moves nothing,
+    /// but first closes the payment's debit (`domain::wallet::DebitClosure`,
+    /// idempotent, atomic with a check that the debit is still absent), then
+    /// answers `DebitNotFound` (or `WalletNotFound`). A debit whose payment's
+    /// debit is closed is refused with `PaymentCompensated`, checked inside the
+    /// debit's own transaction; a replay of a debit already taken is still a
+    /// replay. So a debit and a compensation racing for one payment end either
+    /// debited then given back, or closed then refused, never debited alone.
     async fn apply(
         &self,
         movement: &Movement,
@@ -190,6 +199,10 @@ pub trait BreakerStore: Send + Sync {
     async fn save(&self, next: &BreakerRecord) -> Result<(), StoreError>;
 }
 
+/// The decline code of a payment closed by [`PaymentGateway::cancel`]
+/// before the gateway charged it.
+pub const DECLINE_CODE_CANCELED: &str = "canceled";
+
 /// A charge as the gateway reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayCharge {
@@ -219,6 +232,13 @@ pub trait PaymentGateway: Send + Sync {
 
     /// `None` when the gateway has no charge for this payment.
     async fn status(&self, payment_id: &PaymentId) -> Result<Option<GatewayCharge>, GatewayError>;
+
+    /// Makes sure the payment is never captured from now on, unless it
+    /// already was, and answers its final state: DECLINED (never charged, or
+    /// declined, and a later charge under this id is declined too), APPROVED
+    /// (captured: only a refund gives it back) or PENDING (ask again).
+    /// Idempotent. The only answer that allows giving a debit back.
+    async fn cancel(&self, payment_id: &PaymentId) -> Result<GatewayCharge, GatewayError>;
 
     async fn refund(
         &self,

@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use mock_gateway::{ApiKey, AppState, Mode, ModeSettings, app};
+use mock_gateway::{ApiKey, AppState, ErrorRate, Mode, ModeSettings, app};
 use serde_json::{Value, json};
 use shared::GatewayError;
 use shared::domain::{Money, PaymentId, RefundId, UserId};
 use shared::events::ChargeStatus;
 use shared::gateway::{GatewayConfig, HttpGateway, Secret};
-use shared::ports::PaymentGateway;
+use shared::ports::{DECLINE_CODE_CANCELED, PaymentGateway};
 
 const KEY: &str = "test-key";
 
@@ -109,18 +109,133 @@ async fn cents_pick_pending_and_declined() {
 }
 
 #[tokio::test]
-async fn a_gateway_error_is_unavailable_and_records_nothing() {
+async fn a_gateway_error_is_ambiguous_for_a_charge_and_records_nothing() {
+    // GIVEN the mock, which fails 999.99 with 500 GATEWAY_ERROR
+    let gateway = client(&mock().await, KEY, 2_000);
+    let payment_id = PaymentId::generate();
+    // WHEN it is charged
+    let err = gateway
+        .charge(&payment_id, &user(), &usd("999.99"))
+        .await
+        .unwrap_err();
+    // THEN a 500 may have come after a capture: only asking tells
+    assert!(
+        matches!(err, GatewayError::Ambiguous(ref m) if m.contains("GATEWAY_ERROR")),
+        "{err}"
+    );
+    // AND asking tells: the mock recorded nothing
+    assert_eq!(gateway.status(&payment_id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_cancel_of_a_payment_never_charged_declines_it_for_good() {
+    // GIVEN a payment whose charge failed with 500 (nothing recorded)
     let gateway = client(&mock().await, KEY, 2_000);
     let payment_id = PaymentId::generate();
     let err = gateway
         .charge(&payment_id, &user(), &usd("999.99"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, GatewayError::Unavailable(ref m) if m.contains("GATEWAY_ERROR")),
+    assert!(matches!(err, GatewayError::Ambiguous(_)), "{err}");
+    // WHEN it is cancelled, twice (a retried step)
+    let closed = gateway.cancel(&payment_id).await.unwrap();
+    let again = gateway.cancel(&payment_id).await.unwrap();
+    // THEN it is DECLINED (canceled) under a tombstone reference, the same both times
+    assert_eq!(closed.status, ChargeStatus::Declined);
+    assert_eq!(closed.decline_code.as_deref(), Some(DECLINE_CODE_CANCELED));
+    assert!(closed.reference.starts_with("gwc_"), "{}", closed.reference);
+    assert_eq!(again, closed);
+    // AND a lookup shows the same, a later charge (any amount) is declined by
+    // it, and a refund finds nothing captured
+    assert_eq!(
+        gateway.status(&payment_id).await.unwrap(),
+        Some(closed.clone())
+    );
+    for amount in ["999.99", "50.00"] {
+        let late = gateway
+            .charge(&payment_id, &user(), &usd(amount))
+            .await
+            .unwrap();
+        assert_eq!(late, closed, "{amount}");
+    }
+    let err = gateway
+        .refund(&RefundId::generate(), &payment_id, &usd("1.00"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        rejection(&err),
+        Some((409, "PAYMENT_NOT_CAPTURED")),
         "{err}"
     );
-    assert_eq!(gateway.status(&payment_id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_cancel_never_changes_a_charge_that_exists() {
+    let gateway = client(&mock().await, KEY, 2_000);
+    // GIVEN an approved, a declined and a pending charge
+    let mut charged = Vec::new();
+    for amount in ["20.00", "10.13", "10.77"] {
+        let payment_id = PaymentId::generate();
+        let charge = gateway
+            .charge(&payment_id, &user(), &usd(amount))
+            .await
+            .unwrap();
+        charged.push((payment_id, charge));
+    }
+    // WHEN each is cancelled THEN each answers its charge as it is: a capture
+    // stays APPROVED, a decline keeps its code, a pending charge is still PENDING
+    for (payment_id, charge) in &charged {
+        assert_eq!(gateway.cancel(payment_id).await.unwrap(), *charge);
+    }
+    let statuses: Vec<_> = charged.iter().map(|(_, charge)| charge.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            ChargeStatus::Approved,
+            ChargeStatus::Declined,
+            ChargeStatus::Pending
+        ]
+    );
+    assert_eq!(charged[1].1.decline_code.as_deref(), Some("card_declined"));
+    // AND the captured one can still be refunded
+    let refund = gateway
+        .refund(&RefundId::generate(), &charged[0].0, &usd("20.00"))
+        .await
+        .unwrap();
+    assert!(refund.reference.starts_with("gwr_"), "{}", refund.reference);
+}
+
+#[tokio::test]
+async fn a_failed_cancel_is_ambiguous_and_a_refused_one_unavailable() {
+    // GIVEN the mock flaky at a rate of 1 (500 on every request)
+    let error = ModeSettings {
+        mode: Mode::Flaky,
+        error_rate: ErrorRate::ONE,
+        ..ModeSettings::default()
+    };
+    let gateway = client(&mock_with(error).await, KEY, 2_000);
+    let payment_id = PaymentId::generate();
+    // WHEN a cancel gets 500 THEN it may have happened, so it is not "declined"
+    let err = gateway.cancel(&payment_id).await.unwrap_err();
+    assert!(
+        matches!(err, GatewayError::Ambiguous(ref m) if m.contains("GATEWAY_ERROR")),
+        "{err}"
+    );
+    // GIVEN the mock down WHEN a cancel gets 503 THEN nothing happened: retry
+    let down = ModeSettings {
+        mode: Mode::Down,
+        ..ModeSettings::default()
+    };
+    let gateway = client(&mock_with(down).await, KEY, 2_000);
+    let err = gateway.cancel(&payment_id).await.unwrap_err();
+    assert!(
+        matches!(err, GatewayError::Unavailable(ref m) if m.starts_with("503")),
+        "{err}"
+    );
+    // AND a wrong key is refused before anything
+    let gateway = client(&mock().await, "not-the-key", 2_000);
+    let err = gateway.cancel(&payment_id).await.unwrap_err();
+    assert_eq!(rejection(&err), Some((401, "UNAUTHORIZED")), "{err}");
 }
 
 #[tokio::test]
@@ -200,10 +315,12 @@ async fn a_gateway_that_is_down_or_not_listening_is_unavailable() {
 type Seen = Arc<Mutex<Vec<(HeaderMap, Value)>>>;
 
 /// A gateway that records what it receives and answers 200 with a body that
-/// is not a charge, 504 to refunds, and the router's own 404 to lookups.
+/// is not a charge, 504 to refunds, the router's own 404 to lookups and 409
+/// (a request in flight) to cancels.
 async fn odd_gateway() -> (String, Seen) {
     let seen: Seen = Arc::default();
     let record = seen.clone();
+    let record_cancel = seen.clone();
     let router = axum::Router::new()
         .route(
             "/v1/payments",
@@ -223,6 +340,14 @@ async fn odd_gateway() -> (String, Seen) {
             get(|| async {
                 let body = json!({"error": {"code": "NOT_FOUND", "message": "no route"}});
                 (StatusCode::NOT_FOUND, Json(body))
+            }),
+        )
+        .route(
+            "/v1/payments/{id}/cancel",
+            post(move |headers: HeaderMap, body: String| async move {
+                record_cancel.lock().unwrap().push((headers, json!(body)));
+                let body = json!({"error": {"code": "REQUEST_IN_PROGRESS", "message": "busy"}});
+                (StatusCode::CONFLICT, Json(body))
             }),
         );
     (serve(router).await, seen)
@@ -260,4 +385,14 @@ async fn requests_follow_the_contract_and_odd_answers_are_classified() {
         .await
         .unwrap_err();
     assert!(matches!(err, GatewayError::Ambiguous(_)), "{err}");
+    // a cancel is a bodiless POST to the payment's cancel path; a 409 means
+    // another request under this payment is in flight: the outcome is unknown
+    let err = gateway.cancel(&payment_id).await.unwrap_err();
+    assert!(
+        matches!(err, GatewayError::Ambiguous(ref m) if m.contains("REQUEST_IN_PROGRESS")),
+        "{err}"
+    );
+    let (headers, body) = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(headers["x-api-key"], KEY);
+    assert_eq!(body, json!(""));
 }

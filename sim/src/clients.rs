@@ -17,8 +17,11 @@ use serde_json::{Value, json};
 
 use crate::env::Env;
 
-/// Retries of a 5xx answer with the same key, as a careful client does.
-const RETRY_COUNT_MAX: u32 = 3;
+/// Retries of a 5xx (or "key in use") answer with the same key, with
+/// exponential backoff, as a careful client does: long enough to outlast the
+/// API's stale-claim time, so a request that died is resumed.
+const RETRY_COUNT_MAX: u32 = 6;
+const RETRY_BACKOFF_MS_MAX: u64 = 16_000;
 /// How long a client watches a payment before giving up on it.
 const WATCH_MS_MAX: u64 = 240_000;
 
@@ -155,12 +158,15 @@ impl Api {
                     short(&reply.body)
                 ),
             );
-            let retry = reply.status >= 500 && key.is_some() && attempt < RETRY_COUNT_MAX;
+            let busy =
+                reply.status == 409 && reply.body["error"]["code"] == "idempotency_key_in_use";
+            let retry = (reply.status >= 500 || busy) && key.is_some() && attempt < RETRY_COUNT_MAX;
             replies.push(reply);
             if !retry {
                 break;
             }
-            self.env.latency(500..=8_000).await;
+            let backoff_ms = (1_000u64 << attempt).min(RETRY_BACKOFF_MS_MAX);
+            self.env.latency(backoff_ms / 2..=backoff_ms).await;
         }
         replies
     }

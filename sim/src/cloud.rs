@@ -359,11 +359,21 @@ impl SagaStarter for SimSaga {
         let name = input.payment_id.to_string();
         env.latency(5..=60).await;
         if env.roll(Fault::StartRefused) {
-            env.trace(&name, "StartExecution refused (5xx), nothing started");
-            return Err(SagaStartError::Unavailable("simulated 503".to_owned()));
+            env.trace(&name, "StartExecution throttled, nothing started");
+            return Err(SagaStartError::Throttled("simulated throttling".to_owned()));
         }
         let value =
             serde_json::to_value(input).map_err(|err| SagaStartError::Rejected(err.to_string()))?;
+        let ambiguous = env.roll(Fault::StartAmbiguous);
+        if ambiguous && env.chance(1, 2) {
+            env.trace(
+                &name,
+                "StartExecution timed out before Step Functions got it",
+            );
+            return Err(SagaStartError::Ambiguous(
+                "simulated timeout, nothing started".to_owned(),
+            ));
+        }
         let existing = sfn.runs().get(&name).map(Vec::len).unwrap_or(0);
         let arn = if existing > 0 {
             // STANDARD: the same name and input is the same execution.
@@ -381,12 +391,12 @@ impl SagaStarter for SimSaga {
             );
             sfn.launch(&name, value, delay_ms);
         }
-        if env.roll(Fault::StartAmbiguous) {
+        if ambiguous {
             env.trace(
                 &name,
                 "StartExecution answered 5xx although the execution started",
             );
-            return Err(SagaStartError::Unavailable(
+            return Err(SagaStartError::Ambiguous(
                 "simulated timeout after sending".to_owned(),
             ));
         }

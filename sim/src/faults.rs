@@ -26,7 +26,8 @@ pub enum Fault {
     DuplicateExecution,
     /// StartExecution fails without starting anything.
     StartRefused,
-    /// StartExecution starts the execution but answers with an error.
+    /// StartExecution times out or answers 5xx: half the time the execution
+    /// started anyway, half the time it did not.
     StartAmbiguous,
     /// refund-service's reply to api-handler is lost after it ran.
     RefundReplyLost,
@@ -34,7 +35,8 @@ pub enum Fault {
     GatewayCaptureThenTimeout,
     /// The gateway captures, then a 5xx comes back (a proxy in front failed).
     GatewayCaptureThen5xx,
-    /// The gateway answers 500 and records nothing.
+    /// The gateway answers 500 or 503 and records nothing (the adapter cannot
+    /// tell a 500 from one after a capture).
     Gateway5xx,
     /// The gateway cannot be reached (connection refused): nothing was sent.
     GatewayDown,

@@ -19,8 +19,10 @@ use serde_json::{Value, json};
 use shared::GatewayError;
 use shared::domain::{Money, PaymentId, RefundId, UserId};
 use shared::events::ChargeStatus;
-use shared::gateway::http::{charge_answer, no_answer, refund_answer, status_answer};
-use shared::ports::{GatewayCharge, GatewayRefund, PaymentGateway};
+use shared::gateway::http::{
+    cancel_answer, charge_answer, no_answer, refund_answer, status_answer,
+};
+use shared::ports::{DECLINE_CODE_CANCELED, GatewayCharge, GatewayRefund, PaymentGateway};
 
 use crate::env::Env;
 use crate::faults::Fault;
@@ -61,6 +63,8 @@ struct GatewayRefundRecord {
 struct Books {
     charges: BTreeMap<String, Charge>,
     refunds: BTreeMap<String, GatewayRefundRecord>,
+    /// Payments closed by a cancel before any charge: their references.
+    canceled: BTreeMap<String, String>,
     in_flight: BTreeSet<String>,
     references: u64,
 }
@@ -160,12 +164,20 @@ impl SimGateway {
         let arrive_ms = latency_ms / 2;
         if fails_first {
             self.sleep_ms(latency_ms.min(REQUEST_TIMEOUT_MS)).await;
+            // Either the service is down (503), or it failed on the request
+            // without recording it (500): the adapter cannot tell a 500 from
+            // a crash after capturing, so for a write it is ambiguous.
+            let (status, code) = if env.chance(1, 2) {
+                (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE")
+            } else {
+                (StatusCode::INTERNAL_SERVER_ERROR, "GATEWAY_ERROR")
+            };
             env.trace(
                 subject,
-                format!("gateway {operation}: 500, nothing recorded"),
+                format!("gateway {operation}: {status}, nothing recorded"),
             );
-            let body = error_body("GATEWAY_ERROR", "simulated gateway failure");
-            return Wire::Answer(StatusCode::INTERNAL_SERVER_ERROR, body);
+            let body = error_body(code, "simulated gateway failure");
+            return Wire::Answer(status, body);
         }
         if latency_ms > REQUEST_TIMEOUT_MS {
             // The adapter gives up first; the request still arrives and is processed.
@@ -253,6 +265,12 @@ impl SimGateway {
 
     fn process_charge(&self, payment_id: &str, amount: Money) -> (StatusCode, Value) {
         let now_ms = self.env.now_ms();
+        if let Some(reference) = self.books().canceled.get(payment_id) {
+            return (
+                StatusCode::PAYMENT_REQUIRED,
+                canceled_body(payment_id, reference),
+            );
+        }
         let existing = self.books().charges.get(payment_id).cloned();
         let charge = match existing {
             Some(charge) if charge.amount != amount => {
@@ -285,6 +303,28 @@ impl SimGateway {
             ChargeStatus::Declined => StatusCode::PAYMENT_REQUIRED,
         };
         (http, charge_body(payment_id, &charge, status))
+    }
+
+    /// Closes `payment_id`: a charge keeps its status, an unknown payment
+    /// is recorded as canceled (every later charge is declined).
+    fn process_cancel(&self, payment_id: &str) -> (StatusCode, Value) {
+        let now_ms = self.env.now_ms();
+        if let Some(charge) = self.books().charges.get(payment_id) {
+            let status = charge.status_at(now_ms);
+            return (StatusCode::OK, charge_body(payment_id, charge, status));
+        }
+        let existing = self.books().canceled.get(payment_id).cloned();
+        let reference = match existing {
+            Some(reference) => reference,
+            None => {
+                let reference = self.next_reference("gw_");
+                self.books()
+                    .canceled
+                    .insert(payment_id.to_owned(), reference.clone());
+                reference
+            }
+        };
+        (StatusCode::OK, canceled_body(payment_id, &reference))
     }
 
     fn process_refund(
@@ -382,6 +422,15 @@ fn charge_body(payment_id: &str, charge: &Charge, status: ChargeStatus) -> Value
     body
 }
 
+fn canceled_body(payment_id: &str, reference: &str) -> Value {
+    json!({
+        "paymentId": payment_id,
+        "status": "DECLINED",
+        "reference": reference,
+        "declineCode": DECLINE_CODE_CANCELED,
+    })
+}
+
 fn refund_body(refund_id: &str, refund: &GatewayRefundRecord) -> Value {
     json!({
         "refundId": refund_id,
@@ -427,7 +476,11 @@ impl PaymentGateway for SimGateway {
         let key = id.clone();
         let act = move |gateway: &SimGateway| {
             let now_ms = gateway.env.now_ms();
-            match gateway.books().charges.get(&key) {
+            let books = gateway.books();
+            if let Some(reference) = books.canceled.get(&key) {
+                return (StatusCode::OK, canceled_body(&key, reference));
+            }
+            match books.charges.get(&key) {
                 Some(charge) => {
                     let status = charge.status_at(now_ms);
                     (StatusCode::OK, charge_body(&key, charge, status))
@@ -441,6 +494,16 @@ impl PaymentGateway for SimGateway {
         match self.exchange(&id, "status", false, act).await {
             Wire::Answer(status, body) => status_answer(status, bytes(&body), &id),
             Wire::NoAnswer { sent, reason } => Err(no_answer(sent, false, reason.to_owned())),
+        }
+    }
+
+    async fn cancel(&self, payment_id: &PaymentId) -> Result<GatewayCharge, GatewayError> {
+        let id = payment_id.to_string();
+        let key = id.clone();
+        let act = move |gateway: &SimGateway| gateway.process_cancel(&key);
+        match self.exchange(&id, "cancel", true, act).await {
+            Wire::Answer(status, body) => cancel_answer(status, bytes(&body), &id),
+            Wire::NoAnswer { sent, reason } => Err(no_answer(sent, true, reason.to_owned())),
         }
     }
 

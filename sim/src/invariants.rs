@@ -367,8 +367,16 @@ fn check_refunds(
         });
     }
     if credited != completed {
+        // A stranded refund whose credit landed before its COMPLETED did.
+        let known = (!in_flight.is_empty()
+            && credited > completed
+            && credited <= completed + reserved_in_flight)
+            .then_some(KnownDefect::RefundStrands);
         let detail = format!("refund credits {credited}, completed refunds {completed}");
-        out.push(violation("refund credits = completed refunds", id, detail));
+        out.push(Violation {
+            known,
+            ..violation("refund credits = completed refunds", id, detail)
+        });
     }
     if refunded > payment.amount.amount() {
         out.push(violation(

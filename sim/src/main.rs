@@ -39,6 +39,9 @@ struct Args {
     show: usize,
 }
 
+/// Seeds with an expected violation named in the summary.
+const EXPECTED_EXAMPLE_COUNT: usize = 5;
+
 #[derive(Default)]
 struct Totals {
     seeds: u64,
@@ -50,6 +53,8 @@ struct Totals {
     invariants: BTreeMap<String, u64>,
     expected: BTreeMap<String, u64>,
     expected_seeds: u64,
+    /// The lowest few of them, to replay.
+    expected_examples: Vec<u64>,
     failing: Vec<SeedReport>,
 }
 
@@ -77,6 +82,9 @@ impl Totals {
         }
         if expected_here {
             self.expected_seeds += 1;
+            self.expected_examples.push(report.seed);
+            self.expected_examples.sort_unstable();
+            self.expected_examples.truncate(EXPECTED_EXAMPLE_COUNT);
         }
         if report.unexpected().next().is_some() {
             self.failing.push(report);
@@ -202,7 +210,10 @@ fn run_many(args: &Args, faults: &FaultSet) -> ExitCode {
                     if seed >= last {
                         return;
                     }
-                    match sim::run_seed(seed, &faults) {
+                    // A panic in a handler is a finding too: report the seed.
+                    let run = std::panic::catch_unwind(|| sim::run_seed(seed, &faults))
+                        .unwrap_or_else(|_| Err("panicked (replay it to see where)".to_owned()));
+                    match run {
                         Ok(mut report) => {
                             if report.unexpected().next().is_none() {
                                 report.trace = Vec::new();
@@ -286,8 +297,8 @@ fn report(args: &Args, totals: &Totals, errors: &[String], elapsed: Duration) ->
     }
     if totals.expected_seeds > 0 {
         println!(
-            "seeds with an expected violation: {}",
-            totals.expected_seeds
+            "seeds with an expected violation: {} (e.g. {:?})",
+            totals.expected_seeds, totals.expected_examples
         );
     }
     for error in errors {

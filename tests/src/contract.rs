@@ -482,6 +482,229 @@ pub async fn amounts_round_trip_exactly(store: Arc<dyn Store>) {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Debit closures: a compensation that finds no debit closes the payment's debit
+// ---------------------------------------------------------------------------------------
+
+/// Applies `movement`, retrying only transient failures (bounded, with jitter),
+/// as the state machine does.
+async fn apply_retrying_transient(
+    store: &dyn Store,
+    movement: &Movement,
+    jitter_seed: u32,
+) -> Result<shared::domain::MovementReceipt, WalletError> {
+    const ATTEMPT_COUNT_MAX: u32 = 200;
+    for attempt in 0..ATTEMPT_COUNT_MAX {
+        match store.apply(movement, Timestamp::now()).await {
+            Err(err) if err.error_type().is_retryable() => {
+                let jitter_ms = u64::from((jitter_seed * 7 + attempt * 13) % 10);
+                tokio::time::sleep(Duration::from_millis(1 + jitter_ms)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+    panic!("{movement:?} still failing transiently after {ATTEMPT_COUNT_MAX} attempts");
+}
+
+pub async fn a_compensation_without_debit_closes_the_debit(store: Arc<dyn Store>) {
+    let olga = user("olga");
+    let key = funded_wallet(&*store, &olga, usd("100")).await;
+    let payment_id = PaymentId::generate();
+    let compensation = Movement::compensation(olga.clone(), payment_id, usd("40"));
+    // GIVEN a compensation of a payment that was never debited
+    let err = store
+        .apply(&compensation, Timestamp::now())
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::DebitNotFound);
+    // WHEN the payment's debit arrives late
+    let debit = Movement::debit(olga.clone(), payment_id, usd("40"));
+    let err = store.apply(&debit, Timestamp::now()).await.unwrap_err();
+    // THEN it is refused with a final answer and nothing is taken
+    assert!(
+        matches!(&err, WalletError::PaymentCompensated { tx_id } if *tx_id == debit.tx_id()),
+        "{err:?}"
+    );
+    assert_eq!(err.error_type(), ErrorType::PaymentCompensated);
+    assert!(!err.error_type().is_retryable());
+    assert_eq!(balance(&*store, &key).await, usd("100"));
+    assert!(store.entry(&key, &debit.tx_id()).await.unwrap().is_none());
+    // AND so is any debit of it: delivered again, of another amount, beyond the balance
+    for late in [
+        debit.clone(),
+        Movement::debit(olga.clone(), payment_id, usd("1")),
+        Movement::debit(olga.clone(), payment_id, usd("1000")),
+    ] {
+        let err = store.apply(&late, Timestamp::now()).await.unwrap_err();
+        assert_eq!(err.error_type(), ErrorType::PaymentCompensated, "{late:?}");
+    }
+    // AND the closure is idempotent: compensating again (any amount) moves
+    // nothing and answers as before
+    for again in [
+        compensation.clone(),
+        Movement::compensation(olga.clone(), payment_id, usd("1")),
+    ] {
+        let err = store.apply(&again, Timestamp::now()).await.unwrap_err();
+        assert_eq!(err.error_type(), ErrorType::DebitNotFound);
+    }
+    assert!(
+        store
+            .entry(&key, &compensation.tx_id())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // AND the ledger shows only money: the top-up, balance = sum of entries
+    assert_eq!(balance(&*store, &key).await, usd("100"));
+    assert_eq!(assert_balance_matches_ledger(&*store, &key).await, 1);
+    // AND a refund naming a never-debited payment closes nothing
+    let refunded = PaymentId::generate();
+    let refund = Movement::refund(olga.clone(), RefundId::generate(), refunded, usd("1"));
+    let err = store.apply(&refund, Timestamp::now()).await.unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::DebitNotFound);
+    let debit_after_refund = Movement::debit(olga.clone(), refunded, usd("10"));
+    store
+        .apply(&debit_after_refund, Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(balance(&*store, &key).await, usd("90"));
+    assert_eq!(assert_balance_matches_ledger(&*store, &key).await, 2);
+}
+
+pub async fn a_compensation_before_the_wallet_exists_closes_the_debit(store: Arc<dyn Store>) {
+    let pia = user("pia");
+    let payment_id = PaymentId::generate();
+    // GIVEN a compensation for a user who has no wallet yet
+    let compensation = Movement::compensation(pia.clone(), payment_id, usd("5"));
+    let err = store
+        .apply(&compensation, Timestamp::now())
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::WalletNotFound);
+    let key = WalletKey::new(pia.clone(), Currency::parse("USD").unwrap());
+    assert!(WalletRepo::get(&*store, &key).await.unwrap().is_none());
+    // WHEN the wallet is opened and funded, and then the late debit arrives
+    let key = funded_wallet(&*store, &pia, usd("50")).await;
+    let debit = Movement::debit(pia.clone(), payment_id, usd("5"));
+    let err = store.apply(&debit, Timestamp::now()).await.unwrap_err();
+    // THEN it is refused and the money stays
+    assert_eq!(err.error_type(), ErrorType::PaymentCompensated);
+    assert_eq!(balance(&*store, &key).await, usd("50"));
+    assert_eq!(assert_balance_matches_ledger(&*store, &key).await, 1);
+    // AND the compensation, now against the wallet, still finds nothing to give back
+    let err = store
+        .apply(&compensation, Timestamp::now())
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::DebitNotFound);
+    assert_eq!(balance(&*store, &key).await, usd("50"));
+}
+
+pub async fn a_debit_then_its_compensation_is_given_back_once(store: Arc<dyn Store>) {
+    let quinn = user("quinn");
+    let key = funded_wallet(&*store, &quinn, usd("100")).await;
+    let payment_id = PaymentId::generate();
+    let debit = Movement::debit(quinn.clone(), payment_id, usd("40"));
+    store.apply(&debit, Timestamp::now()).await.unwrap();
+    // GIVEN a compensation of another amount: refused, and it closes nothing
+    let wrong = Movement::compensation(quinn.clone(), payment_id, usd("39"));
+    let err = store.apply(&wrong, Timestamp::now()).await.unwrap_err();
+    assert_eq!(err.error_type(), ErrorType::DebitNotFound);
+    // WHEN the exact compensation is delivered twice
+    let compensation = Movement::compensation(quinn.clone(), payment_id, usd("40"));
+    let first = store.apply(&compensation, Timestamp::now()).await.unwrap();
+    let again = store.apply(&compensation, Timestamp::now()).await.unwrap();
+    // THEN the debit is given back exactly once
+    assert!(!first.replayed);
+    assert!(again.replayed);
+    assert_eq!(again.entry, first.entry);
+    assert_eq!(first.entry.balance_after, usd("100"));
+    assert_eq!(balance(&*store, &key).await, usd("100"));
+    // AND the debit delivered again is a replay, not a refusal
+    let replay = store.apply(&debit, Timestamp::now()).await.unwrap();
+    assert!(replay.replayed);
+    assert_eq!(balance(&*store, &key).await, usd("100"));
+    assert_eq!(assert_balance_matches_ledger(&*store, &key).await, 3);
+}
+
+/// A debit and the compensation of its payment, delivered at the same time,
+/// for many payments of one wallet: exactly one order wins for each payment,
+/// debit-then-compensation (both entries, money back) or closure-then-refused
+/// debit (no entry at all). Never a debit that stays.
+pub async fn a_compensation_racing_its_debit_never_leaves_the_debit(store: Arc<dyn Store>) {
+    const PAYMENT_COUNT: u32 = 16;
+    let rosa = user("rosa");
+    let key = funded_wallet(&*store, &rosa, usd("100")).await;
+    let mut payments = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..PAYMENT_COUNT {
+        let payment_id = PaymentId::generate();
+        let debit = Movement::debit(rosa.clone(), payment_id, usd("1"));
+        let compensation = Movement::compensation(rosa.clone(), payment_id, usd("1"));
+        payments.push((debit.clone(), compensation.clone()));
+        // Alternate which one is started first.
+        let pair = if i % 2 == 0 {
+            [debit, compensation]
+        } else {
+            [compensation, debit]
+        };
+        for (j, movement) in pair.into_iter().enumerate() {
+            let store = Arc::clone(&store);
+            let seed = i * 2 + u32::try_from(j).unwrap();
+            tasks.spawn(async move {
+                let outcome = apply_retrying_transient(&*store, &movement, seed).await;
+                (movement, outcome)
+            });
+        }
+    }
+    let mut outcomes = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (movement, outcome) = joined.unwrap();
+        outcomes.insert(movement.tx_id(), outcome);
+    }
+    let (mut given_back, mut closed) = (0_usize, 0_usize);
+    for (debit, compensation) in &payments {
+        let debited = &outcomes[&debit.tx_id()];
+        let compensated = &outcomes[&compensation.tx_id()];
+        let debit_entry = store.entry(&key, &debit.tx_id()).await.unwrap();
+        let compensation_entry = store.entry(&key, &compensation.tx_id()).await.unwrap();
+        match (debited, compensated) {
+            (Ok(d), Ok(c)) => {
+                assert!(!d.replayed && !c.replayed);
+                assert!(debit_entry.is_some() && compensation_entry.is_some());
+                given_back += 1;
+            }
+            (
+                Err(WalletError::PaymentCompensated { .. }),
+                Err(WalletError::DebitNotFound { .. }),
+            ) => {
+                assert!(debit_entry.is_none() && compensation_entry.is_none());
+                closed += 1;
+            }
+            other => panic!(
+                "{}: a debit and its compensation ended {other:?}",
+                debit.tx_id()
+            ),
+        }
+        // AND delivering both again changes nothing
+        let again = store.apply(debit, Timestamp::now()).await;
+        assert!(
+            again.as_ref().is_ok_and(|r| r.replayed)
+                || again
+                    .as_ref()
+                    .is_err_and(|e| e.error_type() == ErrorType::PaymentCompensated),
+            "{again:?}"
+        );
+    }
+    println!("race: {given_back} debited then given back, {closed} closed then refused");
+    assert_eq!(given_back + closed, payments.len());
+    assert_eq!(balance(&*store, &key).await, usd("100"));
+    assert_eq!(
+        assert_balance_matches_ledger(&*store, &key).await,
+        1 + 2 * given_back
+    );
+}
+
 /// Outcome counts of [`concurrent_debits_never_overdraw`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ConcurrencyReport {

@@ -1,9 +1,12 @@
 //! The state machine and the code agree: every error name the ASL matches is
 //! one the code produces (or an AWS-defined one), no step retries a business
-//! error or `States.ALL`, every business error is routed where the saga rules
-//! say, the waiting loop is bounded, every task after the debit ends in a
-//! completion, a compensation or a reconciliation, and every task's
-//! `Parameters` produce a command its Lambda accepts.
+//! error or `States.ALL`, every failure is routed where the saga rules say
+//! (through CancelCharge, the gateway's close, unless the gateway already
+//! declined), money is given back only after a DECLINED answer, a duplicate
+//! execution of an ended payment touches nothing, the waiting loop is bounded,
+//! every task from the debit on ends in a completion, a compensation or a
+//! reconciliation, and every task's `Parameters` produce a command its Lambda
+//! accepts.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use saga_tests::backend::repo_root;
 use serde_json::{Value, json};
 use shared::ErrorType;
+use shared::domain::PaymentStatus;
 use shared::events::{GatewayCommand, InvoiceCommand, WalletCommand};
 
 /// Names AWS itself raises (Lambda service, runtime timeouts and crashes, States.*).
@@ -47,7 +51,7 @@ const TRANSIENT: [&str; 10] = [
 ];
 
 /// Business errors: final answers, never retried.
-const BUSINESS: [ErrorType; 13] = [
+const BUSINESS: [ErrorType; 14] = [
     ErrorType::ValidationError,
     ErrorType::CurrencyMismatch,
     ErrorType::InsufficientFunds,
@@ -57,6 +61,7 @@ const BUSINESS: [ErrorType; 13] = [
     ErrorType::InvalidTransition,
     ErrorType::LedgerConflict,
     ErrorType::DebitNotFound,
+    ErrorType::PaymentCompensated,
     ErrorType::PaymentDeclined,
     ErrorType::CircuitOpen,
     ErrorType::GatewayRejected,
@@ -97,20 +102,88 @@ fn catch_target(state: &Value, name: &str) -> Option<String> {
         .map(|rule| rule["Next"].as_str().unwrap().to_owned())
 }
 
-fn successors(state: &Value) -> Vec<String> {
-    let mut next: Vec<String> = Vec::new();
-    for key in ["Next", "Default"] {
-        if let Some(target) = state.get(key).and_then(Value::as_str) {
-            next.push(target.to_owned());
-        }
+/// Why a transition is taken.
+#[derive(Debug, Clone, PartialEq)]
+enum Via {
+    Next,
+    Default,
+    /// A `Choices` rule, as written.
+    Choice(Value),
+    /// A `Catch` rule's `ErrorEquals`.
+    Catch(Vec<String>),
+}
+
+/// Every transition out of `state`, with its reason.
+fn edges(state: &Value) -> Vec<(Via, String)> {
+    let target = |v: &Value| v.as_str().unwrap().to_owned();
+    let mut out = Vec::new();
+    if let Some(next) = state.get("Next") {
+        out.push((Via::Next, target(next)));
+    }
+    if let Some(default) = state.get("Default") {
+        out.push((Via::Default, target(default)));
     }
     for choice in rules(state, "Choices") {
-        next.push(choice["Next"].as_str().unwrap().to_owned());
+        out.push((Via::Choice(choice.clone()), target(&choice["Next"])));
     }
     for rule in rules(state, "Catch") {
-        next.push(rule["Next"].as_str().unwrap().to_owned());
+        out.push((Via::Catch(names(rule)), target(&rule["Next"])));
     }
-    next
+    out
+}
+
+fn successors(state: &Value) -> Vec<String> {
+    edges(state).into_iter().map(|(_, to)| to).collect()
+}
+
+/// Every transition into `target`: (from, why).
+fn edges_into(asl: &Value, target: &str) -> Vec<(String, Via)> {
+    let mut into = Vec::new();
+    for (from, state) in states(asl) {
+        for (via, to) in edges(state) {
+            if to == target {
+                into.push((from.clone(), via));
+            }
+        }
+    }
+    into
+}
+
+/// A `Choice` rule taken when the gateway answered DECLINED.
+fn is_declined_answer(via: &Via) -> bool {
+    match via {
+        Via::Choice(rule) => {
+            rule["Variable"] == "$.charge.status" && rule["StringEquals"] == "DECLINED"
+        }
+        Via::Next | Via::Default | Via::Catch(_) => false,
+    }
+}
+
+/// Where `state`'s Choice rule `variable == value` goes.
+fn choice_target(state: &Value, variable: &str, value: &str) -> Option<String> {
+    rules(state, "Choices")
+        .into_iter()
+        .find(|rule| rule["Variable"] == variable && rule["StringEquals"] == value)
+        .map(|rule| rule["Next"].as_str().unwrap().to_owned())
+}
+
+/// The states reachable from `from` (itself included) without taking a
+/// transition `cut` refuses.
+fn reachable(asl: &Value, from: &str, cut: impl Fn(&str, &Via) -> bool) -> BTreeSet<String> {
+    let s = states(asl);
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![from.to_owned()];
+    while let Some(name) = stack.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        for (via, to) in edges(&s[&name]) {
+            if !cut(&name, &via) {
+                stack.push(to);
+            }
+        }
+    }
+    seen
 }
 
 #[test]
@@ -129,11 +202,14 @@ fn every_matched_name_is_produced_by_the_code_or_aws() {
         let known = ErrorType::from_name(name).is_some() || AWS_NAMES.contains(&name.as_str());
         assert!(known, "the ASL matches `{name}`, which no code produces");
     }
-    // And every business or gateway error the code produces is named
-    // somewhere, or the saga would route it only by the catch-all.
+    // And every gateway error and invoice refusal the code produces is named
+    // somewhere, or the saga would route it only by the catch-all. The
+    // wallet's refusals (InsufficientFunds, WalletNotFound, ...) are not: the
+    // debit's catch-all sends them to CancelCharge on purpose (checked in
+    // `a_failure_before_the_charge_closes_the_payment_at_the_gateway_first`).
     for business in [
-        ErrorType::InsufficientFunds,
-        ErrorType::WalletNotFound,
+        ErrorType::AlreadyExists,
+        ErrorType::ValidationError,
         ErrorType::PaymentDeclined,
         ErrorType::CircuitOpen,
         ErrorType::GatewayRejected,
@@ -167,9 +243,12 @@ fn retries_only_transient_errors_with_bounded_jittered_backoff() {
                 );
                 let business = BUSINESS.iter().any(|b| b.as_str() == error);
                 assert!(!business, "{name} retries the business error {error}");
-                let read_only = name == "CheckPaymentStatus" && error == "GatewayAmbiguous";
+                // A lookup, and a close the gateway answers the same way however
+                // often it is asked, are safe to repeat on an ambiguous outcome.
+                let repeatable = matches!(name.as_str(), "CheckPaymentStatus" | "CancelCharge")
+                    && error == "GatewayAmbiguous";
                 assert!(
-                    TRANSIENT.contains(&error.as_str()) || read_only,
+                    TRANSIENT.contains(&error.as_str()) || repeatable,
                     "{name} retries {error}"
                 );
             }
@@ -255,7 +334,7 @@ fn a_crash_is_handled_like_a_timeout() {
 fn an_unavailable_gateway_is_handled_like_any_transient_failure() {
     let asl = asl();
     let s = states(&asl);
-    for task in ["ProcessPayment", "CheckPaymentStatus"] {
+    for task in ["ProcessPayment", "CheckPaymentStatus", "CancelCharge"] {
         for field in ["Retry", "Catch"] {
             for rule in rules(&s[task], field) {
                 let listed = names(rule);
@@ -271,37 +350,95 @@ fn an_unavailable_gateway_is_handled_like_any_transient_failure() {
     }
 }
 
+/// Closing the payment is what makes a compensation safe, so the saga keeps
+/// asking while the gateway cannot answer, at least as long as it would try to
+/// give the money back, and hands an unanswered close to an operator.
 #[test]
-fn business_errors_are_routed_by_the_saga_rules() {
+fn closing_the_payment_retries_until_the_gateway_answers() {
     let asl = asl();
     let s = states(&asl);
-    // A refused debit moved nothing: fail without compensating.
-    for refused in ["InsufficientFunds", "WalletNotFound"] {
-        assert_eq!(
-            catch_target(&s["DebitWallet"], refused).as_deref(),
-            Some("UpdatePaymentFailed")
+    let cancel = &s["CancelCharge"];
+    assert_eq!(cancel["Parameters"]["action"], "CANCEL");
+    let retried: BTreeSet<String> = rules(cancel, "Retry").into_iter().flat_map(names).collect();
+    for transient in ["GatewayAmbiguous", "GatewayUnavailable", "Retryable"] {
+        assert!(
+            retried.contains(transient),
+            "CancelCharge does not retry {transient}"
         );
     }
-    // An unknown debit outcome is compensated (compensation gives back only a debit that exists).
+    let attempts_max = |state: &Value| {
+        rules(state, "Retry")
+            .into_iter()
+            .map(|rule| rule["MaxAttempts"].as_u64().unwrap())
+            .max()
+            .unwrap_or(0)
+    };
+    assert!(attempts_max(cancel) >= attempts_max(&s["RefundWallet"]));
+    let catches = rules(cancel, "Catch");
+    assert_eq!(catches.len(), 1, "CancelCharge: {catches:?}");
+    assert_eq!(names(catches[0]), ["States.ALL"]);
+    assert_eq!(catches[0]["Next"], "MarkReconciliationRequired");
+    assert_eq!(cancel["Next"], "IsPaymentClosed");
+}
+
+#[test]
+fn a_failure_before_the_charge_closes_the_payment_at_the_gateway_first() {
+    let asl = asl();
+    let s = states(&asl);
+    let target = |state: &str, name: &str| catch_target(&s[state], name);
+    let cancel = Some("CancelCharge".to_owned());
+    // An input that is no payment stops before anything moves.
+    for rejected in ["AlreadyExists", "ValidationError"] {
+        assert_eq!(
+            target("CreateInvoice", rejected).as_deref(),
+            Some("InvoiceRejected")
+        );
+    }
+    assert_eq!(target("CreateInvoice", "Retryable"), cancel);
+    // Any debit failure, a refusal included: another execution of the same
+    // payment may have debited and charged, and only the gateway can say.
+    let debit_catches = rules(&s["DebitWallet"], "Catch");
+    assert_eq!(debit_catches.len(), 1, "DebitWallet: {debit_catches:?}");
+    assert_eq!(names(debit_catches[0]), ["States.ALL"]);
+    for refused in [
+        "InsufficientFunds",
+        "WalletNotFound",
+        "CurrencyMismatch",
+        "PaymentCompensated",
+        "ValidationError",
+        "Retryable",
+    ] {
+        assert_eq!(target("DebitWallet", refused), cancel, "{refused}");
+    }
+    assert_eq!(target("UpdatePaymentProcessing", "States.ALL"), cancel);
+}
+
+#[test]
+fn a_failed_charge_is_closed_at_the_gateway_unless_it_was_declined() {
+    let asl = asl();
+    let s = states(&asl);
+    let target = |state: &str, name: &str| catch_target(&s[state], name);
+    let cancel = Some("CancelCharge".to_owned());
+    // Declined: final for this paymentId (checked with the other ways into
+    // RefundWallet in `money_is_given_back_only_after_the_gateway_declined`).
     assert_eq!(
-        catch_target(&s["DebitWallet"], "Retryable").as_deref(),
+        target("ProcessPayment", "PaymentDeclined").as_deref(),
         Some("RefundWallet")
     );
-    // Definitely not captured: compensate.
-    for definite in [
-        "PaymentDeclined",
+    // Not charged by this attempt, maybe by an earlier one: close first.
+    for not_charged_now in [
         "CircuitOpen",
         "GatewayRejected",
         "GatewayUnavailable",
         "Retryable",
     ] {
         assert_eq!(
-            catch_target(&s["ProcessPayment"], definite).as_deref(),
-            Some("RefundWallet"),
-            "{definite}"
+            target("ProcessPayment", not_charged_now),
+            cancel,
+            "{not_charged_now}"
         );
     }
-    // Maybe captured: never straight to compensation.
+    // Maybe captured: ask the status, never straight to compensation.
     for ambiguous in [
         "GatewayAmbiguous",
         "States.Timeout",
@@ -310,11 +447,42 @@ fn business_errors_are_routed_by_the_saga_rules() {
         "Lambda.Unknown",
     ] {
         assert_eq!(
-            catch_target(&s["ProcessPayment"], ambiguous).as_deref(),
+            target("ProcessPayment", ambiguous).as_deref(),
             Some("ResolveAmbiguousCharge"),
             "{ambiguous}"
         );
     }
+    // NOT_FOUND is not final (a late attempt may still arrive): close it, on
+    // the first NOT_FOUND, whatever the count of checks.
+    let evaluate = &s["EvaluatePaymentStatus"];
+    assert_eq!(
+        choice_target(evaluate, "$.charge.status", "NOT_FOUND").as_deref(),
+        Some("GatewayNotProcessed")
+    );
+    assert_eq!(s["GatewayNotProcessed"]["Next"], "CancelCharge");
+    // The gateway's final word decides.
+    let closed = &s["IsPaymentClosed"];
+    for (answer, next) in [
+        ("DECLINED", "RefundWallet"),
+        ("APPROVED", "UpdatePaymentSuccess"),
+        ("PENDING", "WaitForPaymentConfirmation"),
+    ] {
+        assert_eq!(
+            choice_target(closed, "$.charge.status", answer).as_deref(),
+            Some(next),
+            "{answer}"
+        );
+    }
+    assert_eq!(closed["Default"], "GatewayOutcomeUnknown");
+}
+
+/// A settling step that cannot finish goes to an operator, and a payment is
+/// failed only by way of its compensation (which moves nothing when nothing
+/// was debited).
+#[test]
+fn settling_failures_reconcile_and_failing_follows_compensation() {
+    let asl = asl();
+    let s = states(&asl);
     // Failed compensation or a captured charge that cannot be recorded: reconciliation.
     for state in [
         "RefundWallet",
@@ -325,6 +493,95 @@ fn business_errors_are_routed_by_the_saga_rules() {
             catch_target(&s[state], "States.ALL").as_deref(),
             Some("MarkReconciliationRequired")
         );
+    }
+    let into_failed: Vec<String> = edges_into(&asl, "UpdatePaymentFailed")
+        .into_iter()
+        .map(|(from, _)| from)
+        .collect();
+    assert_eq!(into_failed, ["RefundWallet"]);
+}
+
+/// The money comes back only after the gateway said DECLINED: a charge's
+/// `PaymentDeclined`, a status check's DECLINED (`GatewayDeclined`) or the
+/// close's DECLINED. No other catcher, default or state leads into it.
+#[test]
+fn money_is_given_back_only_after_the_gateway_declined() {
+    let asl = asl();
+    let s = states(&asl);
+    let mut into_refund = edges_into(&asl, "RefundWallet");
+    into_refund.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(into_refund.len(), 3, "{into_refund:?}");
+    for (from, via) in &into_refund {
+        match from.as_str() {
+            "ProcessPayment" => assert_eq!(
+                via,
+                &Via::Catch(vec!["PaymentDeclined".to_owned()]),
+                "only PaymentDeclined may be caught into RefundWallet"
+            ),
+            "GatewayDeclined" => assert_eq!(via, &Via::Next),
+            "IsPaymentClosed" => assert!(is_declined_answer(via), "{via:?}"),
+            other => panic!("{other} leads into RefundWallet by {via:?}"),
+        }
+    }
+    // GatewayDeclined is only ever entered on a DECLINED status answer.
+    let into_declined = edges_into(&asl, "GatewayDeclined");
+    assert_eq!(into_declined.len(), 1, "{into_declined:?}");
+    assert_eq!(into_declined[0].0, "EvaluatePaymentStatus");
+    assert!(is_declined_answer(&into_declined[0].1));
+    assert_eq!(s["GatewayDeclined"]["Type"], "Pass");
+    // So with every DECLINED transition taken away, nothing reaches the
+    // compensation: not from the start, and not once the gateway is being
+    // asked (a status check or a close), where the charge is never repeated.
+    let declined = |from: &str, via: &Via| {
+        is_declined_answer(via)
+            || (from == "ProcessPayment" && via == &Via::Catch(vec!["PaymentDeclined".to_owned()]))
+    };
+    let start = asl["StartAt"].as_str().unwrap();
+    assert!(!reachable(&asl, start, declined).contains("RefundWallet"));
+    for asking in ["CheckPaymentStatus", "CancelCharge"] {
+        let after = reachable(&asl, asking, |_, via| is_declined_answer(via));
+        assert!(
+            !after.contains("RefundWallet"),
+            "{asking} leads to RefundWallet without a DECLINED answer"
+        );
+        let all = reachable(&asl, asking, |_, _| false);
+        assert!(
+            all.contains("RefundWallet"),
+            "{asking} can never compensate"
+        );
+        assert!(!all.contains("ProcessPayment"), "{asking} charges again");
+    }
+}
+
+/// A second execution of a payment (a duplicate start) goes on only while the
+/// payment is under way; one that already ended (completed, failed, refunded
+/// or handed to an operator) stops after reading it, touching nothing.
+#[test]
+fn a_duplicate_execution_of_an_ended_payment_touches_nothing() {
+    let asl = asl();
+    let s = states(&asl);
+    assert_eq!(asl["StartAt"], "CreateInvoice");
+    assert_eq!(s["CreateInvoice"]["ResultPath"], "$.invoice");
+    assert_eq!(s["CreateInvoice"]["Next"], "IsPaymentUnderway");
+    let underway = &s["IsPaymentUnderway"];
+    for rule in rules(underway, "Choices") {
+        assert_eq!(rule["Variable"], "$.invoice.status", "{rule}");
+    }
+    let settled = underway["Default"].as_str().unwrap();
+    assert_eq!(s[settled]["Type"], "Succeed");
+    for status in PaymentStatus::ALL {
+        let goes_on = match status {
+            PaymentStatus::Pending | PaymentStatus::Processing => true,
+            PaymentStatus::Completed
+            | PaymentStatus::Failed
+            | PaymentStatus::PartiallyRefunded
+            | PaymentStatus::Refunded
+            | PaymentStatus::ReconciliationRequired => false,
+        };
+        let next = choice_target(underway, "$.invoice.status", status.as_str())
+            .unwrap_or_else(|| settled.to_owned());
+        let expected = if goes_on { "DebitWallet" } else { settled };
+        assert_eq!(next, expected, "{}", status.as_str());
     }
 }
 
@@ -398,7 +655,7 @@ fn the_only_loop_is_the_bounded_status_check() {
 }
 
 #[test]
-fn every_task_after_the_debit_completes_compensates_or_reconciles() {
+fn every_task_from_the_debit_on_completes_compensates_or_reconciles() {
     let asl = asl();
     let s = states(&asl);
     let settled = [
@@ -427,9 +684,11 @@ fn every_task_after_the_debit_completes_compensates_or_reconciles() {
         None
     };
     let after_debit = [
+        "DebitWallet",
         "UpdatePaymentProcessing",
         "ProcessPayment",
         "CheckPaymentStatus",
+        "CancelCharge",
     ];
     for task in after_debit {
         for rule in rules(&s[task], "Catch") {

@@ -311,14 +311,20 @@ fn a_declined_charge_is_compensated() {
 }
 
 #[test]
-fn a_gateway_error_is_retried_then_compensated() {
+fn a_gateway_error_is_resolved_closed_then_compensated() {
     let client = shared_cloud();
     runtime().block_on(async {
         let dave = user("dave");
         client.credit(&dave, "2000").await;
+        // 999.99 gets a 500: for a charge that may come after a capture, so the
+        // saga asks, finds nothing, closes the payment at the gateway, and
+        // only then gives the debit back.
         let payment = client.settled(&client.pay(&dave, "999.99").await).await;
         assert_eq!(payment["status"], "FAILED", "{payment}");
-        assert_eq!(payment["failureReason"], "GATEWAY_UNAVAILABLE", "{payment}");
+        assert_eq!(
+            payment["failureReason"], "GATEWAY_NOT_PROCESSED",
+            "{payment}"
+        );
         assert_eq!(client.balance(&dave).await, "2000.00");
     });
 }
@@ -703,23 +709,32 @@ fn the_circuit_breaker_opens_stops_calls_and_recovers() {
                 Some(json!({"mode": "error"})),
             )
             .await;
-        // Enough failing charges to open the circuit (each is retried by the saga).
-        let payment = client.settled(&client.pay(&ivan, "10").await).await;
-        assert_eq!(payment["status"], "FAILED");
-        let calls_when_open = client
+        // Enough failing charges to open the circuit: each 500 counts one
+        // failure, and each payment is resolved (status, cancel) and failed.
+        for _ in 0..3 {
+            let payment = client.settled(&client.pay(&ivan, "10").await).await;
+            assert_eq!(payment["status"], "FAILED", "{payment}");
+        }
+        let stats_when_open = client
             .gateway(reqwest::Method::GET, "/control/stats", None)
-            .await["total"]
-            .clone();
+            .await;
         let payment = client.settled(&client.pay(&ivan, "10").await).await;
         assert_eq!(payment["status"], "FAILED");
         assert_eq!(payment["failureReason"], "CIRCUIT_OPEN", "{payment}");
-        let calls_after = client
+        let stats_after = client
             .gateway(reqwest::Method::GET, "/control/stats", None)
-            .await["total"]
-            .clone();
+            .await;
+        // An open circuit sends no charge; the saga only closes the payment
+        // at the gateway (a cancel, which bypasses the breaker) before
+        // giving the debit back.
         assert_eq!(
-            calls_when_open, calls_after,
-            "an open circuit makes no gateway call"
+            stats_when_open["byOutcome"]["ERROR"], stats_after["byOutcome"]["ERROR"],
+            "an open circuit sends no charge"
+        );
+        let canceled = |stats: &serde_json::Value| stats["byOutcome"]["CANCELED"].as_u64();
+        assert_eq!(
+            canceled(&stats_after),
+            canceled(&stats_when_open).map(|n| n + 1)
         );
         assert_eq!(
             client.balance(&ivan).await,

@@ -1,15 +1,21 @@
 //! Property: no sequence of movements — top-ups, debits, compensations,
 //! refunds, replays, in any order, valid or not — makes a balance negative,
 //! and after every step the balance equals the sum of the ledger entries.
-//! Refused movements move nothing. Run against both backends.
+//! Refused movements move nothing. Once a compensation found no debit for a
+//! payment, no debit of that payment is ever taken (`PaymentCompensated`).
+//! Run against both backends.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use proptest::prelude::*;
 use saga_tests::backend::{Backend, Store, TestStore};
 use saga_tests::contract::{assert_balance_matches_ledger, funded_wallet, usd, user};
-use shared::domain::{Money, Movement, PaymentId, RefundId, Timestamp, TopUpId, UserId};
+use shared::ErrorType;
+use shared::domain::{
+    Money, Movement, MovementKind, PaymentId, RefundId, Timestamp, TopUpId, UserId,
+};
 use shared::ports::WalletRepo;
 
 #[derive(Debug, Clone)]
@@ -65,11 +71,54 @@ fn movement(
     })
 }
 
+/// What the sequence so far says about each payment's debit.
+#[derive(Default)]
+struct Debits {
+    /// A debit of the payment was taken.
+    taken: HashSet<PaymentId>,
+    /// A compensation found no debit of the payment: its debit is closed.
+    closed: HashSet<PaymentId>,
+}
+
+impl Debits {
+    /// Checks `outcome` of `movement` against the model, then records it.
+    fn observe(&mut self, movement: &Movement, outcome: Result<(), ErrorType>) {
+        let Some(payment_id) = movement.reference.payment_id() else {
+            return;
+        };
+        match (movement.kind(), outcome) {
+            (MovementKind::Debit, Ok(_)) => {
+                assert!(
+                    !self.closed.contains(&payment_id),
+                    "a debit of a closed payment was taken: {movement:?}"
+                );
+                self.taken.insert(payment_id);
+            }
+            (MovementKind::Debit, Err(error_type)) => {
+                let closed = self.closed.contains(&payment_id);
+                let refused_as_closed = error_type == ErrorType::PaymentCompensated;
+                assert_eq!(closed, refused_as_closed, "{movement:?}: {error_type}");
+            }
+            (MovementKind::Compensation, Err(ErrorType::DebitNotFound))
+                if !self.taken.contains(&payment_id) =>
+            {
+                self.closed.insert(payment_id);
+            }
+            (MovementKind::Compensation | MovementKind::Refund | MovementKind::TopUp, _) => {}
+        }
+        assert!(
+            !(self.taken.contains(&payment_id) && self.closed.contains(&payment_id)),
+            "payment {payment_id} both debited and closed"
+        );
+    }
+}
+
 async fn run(store: Arc<dyn Store>, ops: Vec<Op>) {
     let owner = user("prop_user");
     let key = funded_wallet(&*store, &owner, usd("10")).await;
     let payments: Vec<PaymentId> = (0..4).map(|_| PaymentId::generate()).collect();
     let mut done = Vec::new();
+    let mut debits = Debits::default();
     for op in &ops {
         let Some(movement) = movement(op, &owner, &payments, &done) else {
             continue;
@@ -79,7 +128,12 @@ async fn run(store: Arc<dyn Store>, ops: Vec<Op>) {
             .unwrap()
             .unwrap()
             .balance;
-        match store.apply(&movement, Timestamp::now()).await {
+        let outcome = store.apply(&movement, Timestamp::now()).await;
+        debits.observe(
+            &movement,
+            outcome.as_ref().map(|_| ()).map_err(|err| err.error_type()),
+        );
+        match outcome {
             Ok(receipt) if receipt.replayed => {
                 let after = WalletRepo::get(&*store, &key)
                     .await

@@ -80,8 +80,9 @@ impl SagaStarter for SfnSagaStarter {
                     Some(service) => {
                         start_refusal(service, status, detail, &self.state_machine_arn, &name)
                     }
-                    // Timeout, connection or unreadable response.
-                    None => Err(SagaStartError::Unavailable(detail)),
+                    // Timeout, connection or unreadable response: the
+                    // request may have reached Step Functions.
+                    None => Err(SagaStartError::Ambiguous(detail)),
                 }
             }
         }
@@ -106,7 +107,7 @@ fn start_refusal(
         StartExecutionError::KmsThrottlingException(_) => Err(SagaStartError::Throttled(detail)),
         _ if err.code() == Some("ThrottlingException") => Err(SagaStartError::Throttled(detail)),
         StartExecutionError::ExecutionLimitExceeded(_) => Err(SagaStartError::Unavailable(detail)),
-        _ if status.is_some_and(|s| s >= 500) => Err(SagaStartError::Unavailable(detail)),
+        _ if status.is_some_and(|s| s >= 500) => Err(SagaStartError::Ambiguous(detail)),
         _ => Err(SagaStartError::Rejected(detail)),
     }
 }
@@ -269,5 +270,57 @@ mod tests {
             read_reply(None, b"{}"),
             Err(RefundInvokeError::Unknown(_))
         ));
+    }
+
+    #[test]
+    fn a_start_refusal_is_named_by_what_it_says_about_the_execution() {
+        use aws_sdk_sfn::error::ErrorMetadata;
+        use aws_sdk_sfn::types::error::{ExecutionAlreadyExists, ExecutionLimitExceeded};
+        let machine = "arn:aws:states:eu-west-1:123:stateMachine:saga-dev";
+        let refusal = |err: StartExecutionError, status: Option<u16>| {
+            start_refusal(&err, status, "detail".to_owned(), machine, "pay_1")
+        };
+        let generic =
+            |code: &str| StartExecutionError::generic(ErrorMetadata::builder().code(code).build());
+        // GIVEN a 5xx from Step Functions THEN the execution may have started
+        let err = refusal(generic("InternalFailure"), Some(500)).unwrap_err();
+        assert_eq!(err, SagaStartError::Ambiguous("detail".into()));
+        assert!(err.may_have_started());
+        // GIVEN a definite refusal THEN nothing started
+        let limit = ExecutionLimitExceeded::builder()
+            .message("too many")
+            .build();
+        let cases = [
+            (
+                refusal(generic("ThrottlingException"), Some(400)),
+                SagaStartError::Throttled("detail".into()),
+            ),
+            (
+                refusal(
+                    StartExecutionError::ExecutionLimitExceeded(limit),
+                    Some(400),
+                ),
+                SagaStartError::Unavailable("detail".into()),
+            ),
+            (
+                refusal(generic("ValidationException"), Some(400)),
+                SagaStartError::Rejected("detail".into()),
+            ),
+        ];
+        for (got, expected) in cases {
+            let got = got.unwrap_err();
+            assert_eq!(got, expected);
+            assert!(!got.may_have_started(), "{got}");
+        }
+        // GIVEN the execution exists already THEN that is the start
+        let exists = ExecutionAlreadyExists::builder().message("exists").build();
+        assert_eq!(
+            refusal(
+                StartExecutionError::ExecutionAlreadyExists(exists),
+                Some(400)
+            )
+            .unwrap(),
+            "arn:aws:states:eu-west-1:123:execution:saga-dev:pay_1"
+        );
     }
 }

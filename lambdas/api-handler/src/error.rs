@@ -116,6 +116,9 @@ impl From<ErrorType> for Code {
             ErrorType::RefundNotFound => Self::RefundNotFound,
             ErrorType::NotFound => Self::ResourceNotFound,
             ErrorType::AlreadyExists | ErrorType::LedgerConflict => Self::ResourceConflict,
+            // A saga-internal refusal (a debit after its compensation closed the
+            // payment); no route returns it.
+            ErrorType::PaymentCompensated => Self::ResourceConflict,
             // Refunds are the only status change a client can ask for, so a
             // refused transition means the payment is not (or no longer) refundable.
             ErrorType::InvalidTransition => Self::PaymentNotRefundable,

@@ -6,20 +6,32 @@ use shared::TaskError;
 use shared::domain::Refund;
 use shared::events::{RefundCommand, SagaInput};
 
-/// Why the saga could not be started. Every variant means "no execution is
-/// known to exist": the payment must not stay PENDING.
+/// Why the saga could not be started, by what it says about the execution.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SagaStartError {
-    /// Step Functions throttled us (after the SDK's own retries).
+    /// Step Functions throttled us (after the SDK's own retries): nothing
+    /// started.
     #[error("step functions throttled the start: {0}")]
     Throttled(String),
-    /// No answer (timeout, connection) or a 5xx, after the SDK's retries.
+    /// Step Functions answered that it started nothing (execution limit
+    /// exceeded).
     #[error("step functions unavailable: {0}")]
     Unavailable(String),
+    /// No answer (timeout, connection lost after sending) or a 5xx: the
+    /// execution may have started. Never treated as "not started".
+    #[error("step functions did not confirm the start: {0}")]
+    Ambiguous(String),
     /// Refused as malformed or misconfigured (no such state machine, bad
-    /// input): our bug, not retryable.
+    /// input): our bug, not retryable; nothing started.
     #[error("step functions refused the start: {0}")]
     Rejected(String),
+}
+
+impl SagaStartError {
+    /// Whether the execution may exist despite the error.
+    pub fn may_have_started(&self) -> bool {
+        matches!(self, Self::Ambiguous(_))
+    }
 }
 
 #[async_trait]

@@ -7,10 +7,10 @@
 use std::sync::Arc;
 
 use lambda_runtime::LambdaEvent;
-use shared::domain::{NewPayment, PaymentChange, Timestamp};
+use shared::domain::{NewPayment, PaymentChange, PaymentStatus, Timestamp, TransitionError};
 use shared::events::{InvoiceCommand, InvoiceReply};
 use shared::ports::PaymentRepo;
-use shared::{ErrorType, TaskError, observability};
+use shared::{ErrorType, StoreError, TaskError, observability};
 use tracing::{Instrument, error, info};
 
 pub const FUNCTION_NAME: &str = "invoice-processor";
@@ -45,10 +45,9 @@ pub async fn execute(
                 created = is_new, "payment created");
             return Ok(InvoiceReply::from(&payment));
         }
-        InvoiceCommand::MarkProcessing { payment_id } => (
-            payment_id,
-            PaymentChange::to(shared::domain::PaymentStatus::Processing),
-        ),
+        InvoiceCommand::MarkProcessing { payment_id } => {
+            (payment_id, PaymentChange::to(PaymentStatus::Processing))
+        }
         InvoiceCommand::Complete {
             payment_id,
             gateway_reference,
@@ -75,9 +74,34 @@ pub async fn execute(
             (payment_id, PaymentChange::reconciliation_required(code))
         }
     };
-    let payment = payments.transition(&payment_id, &change, now).await?;
+    let payment = match payments.transition(&payment_id, &change, now).await {
+        Ok(payment) => payment,
+        Err(err) if change.to == PaymentStatus::Completed && was_completed(&err) => {
+            // A replayed COMPLETE (a retried step, a second execution) after
+            // the payment was refunded: it completed long ago, nothing to do.
+            let payment = payments
+                .get(&payment_id)
+                .await?
+                .ok_or_else(|| StoreError::payment_not_found(payment_id))?;
+            info!(status = %payment.status, "payment completed earlier and since refunded");
+            return Ok(InvoiceReply::from(&payment));
+        }
+        Err(err) => return Err(err.into()),
+    };
     info!(status = %payment.status, version = payment.version, "payment status recorded");
     Ok(InvoiceReply::from(&payment))
+}
+
+/// Whether a refused transition to COMPLETED met a payment that had
+/// completed and been refunded since.
+fn was_completed(err: &StoreError) -> bool {
+    matches!(
+        err,
+        StoreError::Transition(TransitionError::NotAllowed {
+            from: PaymentStatus::Refunded | PaymentStatus::PartiallyRefunded,
+            to: PaymentStatus::Completed,
+        })
+    )
 }
 
 /// The stored reason code for an error name or free text: a taxonomy name
@@ -236,6 +260,114 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(err.error_type, ErrorType::PaymentNotFound);
+    }
+
+    /// A COMPLETED payment of 50.00 USD (`gw_1`), then refunded by `refunded`
+    /// (`to`: REFUNDED or PARTIALLY_REFUNDED).
+    async fn completed_then_refunded(
+        deps: &Deps,
+        store: &InMemoryStore,
+        refunded: &str,
+        to: PaymentStatus,
+    ) -> PaymentId {
+        let payment_id = PaymentId::generate();
+        run(deps, create_json(payment_id)).await.unwrap();
+        let id = payment_id.to_string();
+        run(deps, json!({"action": "MARK_PROCESSING", "paymentId": id}))
+            .await
+            .unwrap();
+        run(
+            deps,
+            json!({"action": "COMPLETE", "paymentId": id, "gatewayReference": "gw_1"}),
+        )
+        .await
+        .unwrap();
+        let refunded = shared::domain::Money::parse(refunded, "USD").unwrap();
+        let refund = PaymentChange {
+            refunded_amount: Some(refunded),
+            ..PaymentChange::to(to)
+        };
+        store
+            .transition(&payment_id, &refund, Timestamp::now())
+            .await
+            .unwrap();
+        payment_id
+    }
+
+    #[tokio::test]
+    async fn a_complete_replayed_after_a_refund_answers_the_payment_as_it_is() {
+        for (refunded, status) in [
+            ("50.00", PaymentStatus::Refunded),
+            ("20.00", PaymentStatus::PartiallyRefunded),
+        ] {
+            // GIVEN a payment completed and since refunded (in full or in part)
+            let (deps, store) = deps();
+            let payment_id = completed_then_refunded(&deps, &store, refunded, status).await;
+            let before = store.get(&payment_id).await.unwrap().unwrap();
+            assert_eq!(before.status, status);
+            let event_count = store.events(&payment_id, 10).await.unwrap().len();
+            // WHEN its COMPLETE step is delivered again (a retried step, a
+            // second execution)
+            let reply = run(
+                &deps,
+                json!({"action": "COMPLETE", "paymentId": payment_id.to_string(),
+                       "gatewayReference": "gw_1"}),
+            )
+            .await
+            .unwrap();
+            // THEN it answers the payment as it is, and nothing is written
+            assert_eq!(
+                serde_json::to_value(&reply).unwrap(),
+                json!({"paymentId": payment_id.to_string(), "status": status.as_str(),
+                       "version": before.version}),
+                "{refunded}"
+            );
+            let after = store.get(&payment_id).await.unwrap().unwrap();
+            assert_eq!(after, before);
+            assert_eq!(
+                store.events(&payment_id, 10).await.unwrap().len(),
+                event_count
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn only_complete_is_forgiven_on_a_refunded_payment() {
+        // GIVEN a refunded payment
+        let (deps, store) = deps();
+        let payment_id =
+            completed_then_refunded(&deps, &store, "50.00", PaymentStatus::Refunded).await;
+        let id = payment_id.to_string();
+        // WHEN any other step is delivered THEN it is still refused
+        for command in [
+            json!({"action": "MARK_PROCESSING", "paymentId": id}),
+            json!({"action": "FAIL", "paymentId": id, "reason": "PaymentDeclined"}),
+        ] {
+            let err = run(&deps, command.clone()).await.unwrap_err();
+            assert_eq!(err.error_type, ErrorType::InvalidTransition, "{command}");
+        }
+        // AND a COMPLETE of a payment that FAILED is refused too
+        let failed = PaymentId::generate();
+        run(&deps, create_json(failed)).await.unwrap();
+        run(
+            &deps,
+            json!({"action": "FAIL", "paymentId": failed.to_string(),
+                   "reason": "InsufficientFunds"}),
+        )
+        .await
+        .unwrap();
+        let err = run(
+            &deps,
+            json!({"action": "COMPLETE", "paymentId": failed.to_string(),
+                   "gatewayReference": "gw_1"}),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.error_type, ErrorType::InvalidTransition);
+        assert_eq!(
+            store.get(&payment_id).await.unwrap().unwrap().status,
+            PaymentStatus::Refunded
+        );
     }
 
     #[test]

@@ -1,10 +1,16 @@
-//! `payments-adapter`: the saga's calls to the external payment gateway, each
+//! `payments-adapter`: the saga's calls to the external payment gateway, charges
 //! behind the circuit breaker shared by every instance (DESIGN §6).
 //!
 //! - CHARGE: APPROVED or PENDING is a reply; DECLINED is the `PaymentDeclined`
 //!   error (a decline is never a success).
 //! - STATUS: the gateway's view of the charge (NOT_FOUND when it has none),
 //!   with `checks` counted up so the state machine can bound its waiting loop.
+//! - CANCEL: closes the payment at the gateway and answers its final state
+//!   (DECLINED, APPROVED or PENDING); the saga gives a debit back only after
+//!   a DECLINED answer, from a charge or from here.
+//!
+//! CHARGE goes through the circuit breaker; STATUS and CANCEL do not (they
+//! resolve money already moving and add no load worth shedding).
 //!
 //! Gateway failures keep their names (`GatewayUnavailable`, `GatewayAmbiguous`,
 //! `GatewayRejected`); an open circuit is `CircuitOpen` and the gateway is not
@@ -163,6 +169,7 @@ pub async fn execute(deps: &Deps, command: GatewayCommand) -> Result<GatewayRepl
             amount,
         } => charge(deps, payment_id, &user_id, &amount).await,
         GatewayCommand::Status { payment_id, checks } => status(deps, payment_id, checks).await,
+        GatewayCommand::Cancel { payment_id, checks } => cancel(deps, payment_id, checks).await,
     }
 }
 
@@ -217,7 +224,10 @@ async fn status(
                 .map_or("NOT_FOUND", |c| ChargeStatus::as_str(c.status))
         },
     );
-    let found = guarded(deps, call).await?;
+    // Not through the breaker: a lookup adds no load worth shedding, and it is
+    // how a payment already at the gateway gets its answer while the circuit
+    // is open (an open circuit must not strand every pending payment).
+    let found = call.await.map_err(task_error)?;
     let checks = checks.saturating_add(1);
     Ok(match found {
         Some(charge) => GatewayReply {
@@ -235,13 +245,40 @@ async fn status(
     })
 }
 
+/// Closes the payment at the gateway before the saga gives its debit back.
+/// Like a status lookup it bypasses the breaker: it resolves money already
+/// moving. DECLINED is a reply here (the answer that allows compensating).
+async fn cancel(
+    deps: &Deps,
+    payment_id: PaymentId,
+    checks: u32,
+) -> Result<GatewayReply, TaskError> {
+    let call = observed(
+        "CANCEL",
+        payment_id,
+        deps.gateway.cancel(&payment_id),
+        |charge: &GatewayCharge| ChargeStatus::as_str(charge.status),
+    );
+    let charge = call.await.map_err(task_error)?;
+    Ok(GatewayReply {
+        status: charge.status,
+        gateway_reference: Some(charge.reference),
+        decline_code: charge.decline_code,
+        checks: checks.saturating_add(1),
+    })
+}
+
+fn task_error(err: GatewayError) -> TaskError {
+    TaskError::new(err.error_type(), err.to_string())
+}
+
 /// Runs a gateway call through the breaker and names its failure.
 async fn guarded<T>(
     deps: &Deps,
     call: impl Future<Output = Result<T, GatewayError>>,
 ) -> Result<T, TaskError> {
     match deps.breaker.call(call, breaker_outcome).await {
-        Ok(result) => result.map_err(|err| TaskError::new(err.error_type(), err.to_string())),
+        Ok(result) => result.map_err(task_error),
         Err(err) => {
             if let BreakerError::Open { .. } = err {
                 warn!(errorType = %err.error_type(), "gateway not called: the circuit is open");

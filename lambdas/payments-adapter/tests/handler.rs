@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use shared::breaker::{BreakerSettings, CircuitBreaker, ManualClock, RecordedMetrics};
 use shared::domain::breaker::{BreakerPolicy, BreakerState};
 use shared::domain::{PaymentId, Timestamp};
-use shared::events::{GatewayCommand, GatewayReply};
+use shared::events::{ChargeStatus, GatewayCommand, GatewayReply};
 use shared::gateway::fake::{ScriptedGateway, approved, declined, pending};
 use shared::memory::InMemoryStore;
 use shared::{ErrorType, GatewayError, TaskError};
@@ -188,7 +188,7 @@ async fn status_reports_the_gateway_view_and_counts_checks() {
 }
 
 #[tokio::test]
-async fn the_breaker_opens_after_the_threshold_and_then_fails_fast_without_calling() {
+async fn the_breaker_opens_after_the_threshold_and_then_charges_fail_fast_without_calling() {
     // GIVEN a gateway that gives no usable answer (unavailable, then ambiguous)
     let world = World::new();
     let deps = world.instance();
@@ -202,7 +202,7 @@ async fn the_breaker_opens_after_the_threshold_and_then_fails_fast_without_calli
         assert_ne!(err.error_type, ErrorType::CircuitOpen);
     }
     // THEN the circuit is open, counted once as a metric, and further charges
-    // and status checks fail fast with CircuitOpen: the gateway sees nothing
+    // fail fast with CircuitOpen: the gateway sees none of them
     assert_eq!(world.breaker_state().await, BreakerState::Open);
     assert_eq!(world.metrics.lines().len(), 1);
     assert!(world.metrics.lines()[0].contains("\"CircuitBreakerOpened\":1"));
@@ -210,10 +210,6 @@ async fn the_breaker_opens_after_the_threshold_and_then_fails_fast_without_calli
         let err = charge(&deps).await.unwrap_err();
         assert_eq!(Diagnostic::from(err).error_type, "CircuitOpen");
     }
-    let err = handle(&deps, event(status_json(PaymentId::generate(), 0)))
-        .await
-        .unwrap_err();
-    assert_eq!(err.error_type, ErrorType::CircuitOpen);
     assert_eq!(world.gateway.call_count(), FAILURE_THRESHOLD);
     // and another instance fails fast too (its cache is empty: it reads the table)
     let other = world.instance();
@@ -221,7 +217,119 @@ async fn the_breaker_opens_after_the_threshold_and_then_fails_fast_without_calli
         charge(&other).await.unwrap_err().error_type,
         ErrorType::CircuitOpen
     );
-    assert_eq!(world.gateway.call_count(), FAILURE_THRESHOLD);
+    assert_eq!(world.gateway.charge_count(), FAILURE_THRESHOLD);
+}
+
+fn cancel_json(payment_id: PaymentId, checks: u32) -> Value {
+    json!({"action": "CANCEL", "paymentId": payment_id.to_string(), "checks": checks})
+}
+
+#[tokio::test]
+async fn an_open_circuit_still_lets_status_and_cancel_resolve_pending_payments() {
+    // GIVEN an open circuit
+    let world = World::new();
+    open_circuit(&world).await;
+    let deps = world.instance();
+    let payment_id = PaymentId::generate();
+    // WHEN a payment already at the gateway is looked up THEN the gateway answers
+    world.gateway.push_status(Ok(Some(approved("gw_s1"))));
+    let found = handle(&deps, event(status_json(payment_id, 1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&found).unwrap(),
+        json!({"status": "APPROVED", "gatewayReference": "gw_s1", "checks": 2})
+    );
+    assert_eq!(world.gateway.status_count(), 1);
+    // WHEN a payment is cancelled before its debit is given back THEN the
+    // gateway is called too, and its DECLINED is a reply
+    let closed = handle(&deps, event(cancel_json(payment_id, 0)))
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&closed).unwrap(),
+        json!({"status": "DECLINED", "gatewayReference": "gw_fake",
+               "declineCode": "canceled", "checks": 1})
+    );
+    assert_eq!(world.gateway.cancel_count(), 1);
+    // AND a charge meanwhile still fails fast, without calling
+    let charges = world.gateway.charge_count();
+    assert_eq!(
+        charge(&deps).await.unwrap_err().error_type,
+        ErrorType::CircuitOpen
+    );
+    assert_eq!(world.gateway.charge_count(), charges);
+    assert_eq!(world.breaker_state().await, BreakerState::Open);
+}
+
+#[tokio::test]
+async fn status_and_cancel_failures_keep_their_names_and_never_open_the_circuit() {
+    // GIVEN a closed circuit and a gateway whose lookups and cancels all fail
+    let world = World::new();
+    let deps = world.instance();
+    world.gateway.set_status_default(Err(unavailable()));
+    world
+        .gateway
+        .set_cancel_default(Err(GatewayError::Ambiguous(
+            "500 GATEWAY_ERROR: boom".into(),
+        )));
+    // WHEN more than FAILURE_THRESHOLD of each fail
+    for _ in 0..FAILURE_THRESHOLD * 2 {
+        let err = handle(&deps, event(status_json(PaymentId::generate(), 0)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type, ErrorType::GatewayUnavailable);
+        let err = handle(&deps, event(cancel_json(PaymentId::generate(), 0)))
+            .await
+            .unwrap_err();
+        assert_eq!(Diagnostic::from(err).error_type, "GatewayAmbiguous");
+    }
+    // THEN the breaker never saw them: it is closed and charges go through
+    assert_eq!(world.breaker_state().await, BreakerState::Closed);
+    assert!(world.metrics.lines().is_empty());
+    charge(&deps).await.unwrap();
+    assert_eq!(world.gateway.charge_count(), 1);
+}
+
+#[tokio::test]
+async fn cancel_replies_with_the_final_state_and_counts_checks() {
+    // GIVEN a gateway that answers cancels APPROVED (captured), then PENDING,
+    // then with its default (DECLINED, canceled)
+    let world = World::new();
+    let deps = world.instance();
+    let payment_id = PaymentId::generate();
+    world.gateway.push_cancel(Ok(approved("gw_c1")));
+    world.gateway.push_cancel(Ok(pending("gw_c2")));
+    // WHEN the payment is cancelled three times
+    let captured = handle(&deps, event(cancel_json(payment_id, 0)))
+        .await
+        .unwrap();
+    let waiting = handle(&deps, event(cancel_json(payment_id, 4)))
+        .await
+        .unwrap();
+    let absent = json!({"action": "CANCEL", "paymentId": payment_id.to_string()});
+    let closed = handle(&deps, event(absent)).await.unwrap();
+    // THEN each answer is a reply the state machine reads, checks counted up
+    assert_eq!(
+        serde_json::to_value(&captured).unwrap(),
+        json!({"status": "APPROVED", "gatewayReference": "gw_c1", "checks": 1})
+    );
+    assert_eq!(
+        serde_json::to_value(&waiting).unwrap(),
+        json!({"status": "PENDING", "gatewayReference": "gw_c2", "checks": 5})
+    );
+    assert_eq!(closed.status, ChargeStatus::Declined);
+    assert_eq!(
+        closed.decline_code.as_deref(),
+        Some(shared::ports::DECLINE_CODE_CANCELED)
+    );
+    assert_eq!(closed.checks, 1);
+    let at_max = handle(&deps, event(cancel_json(payment_id, u32::MAX)))
+        .await
+        .unwrap();
+    assert_eq!(at_max.checks, u32::MAX);
+    assert_eq!(world.gateway.cancel_count(), 4);
+    assert_eq!(world.gateway.charge_count(), 0, "a cancel never charges");
 }
 
 #[tokio::test]

@@ -89,6 +89,12 @@ impl PaymentGateway for FakeGateway {
         ))
     }
 
+    async fn cancel(&self, _: &PaymentId) -> Result<GatewayCharge, GatewayError> {
+        Err(GatewayError::Unavailable(
+            "cancels are not refund-service's".into(),
+        ))
+    }
+
     async fn refund(
         &self,
         refund_id: &RefundId,

@@ -1,7 +1,11 @@
 //! `wallet-service`: the saga's wallet movements. A debit takes the payment's
-//! amount exactly once; a compensation gives that debit back exactly once, and
-//! is a no-op for a payment that was never debited. Retried deliveries find
-//! their own ledger entry and move nothing (`shared::ports::WalletRepo::apply`).
+//! amount exactly once; a compensation gives that debit back exactly once. A
+//! compensation of a payment that was never debited moves nothing and closes
+//! the payment's debit in the store, so a debit arriving later (a timed-out
+//! attempt still running, a duplicate execution) is refused with
+//! `PaymentCompensated` instead of taking money nothing would give back.
+//! Retried deliveries find their own ledger entry and move nothing
+//! (`shared::ports::WalletRepo::apply`).
 
 use std::sync::Arc;
 
@@ -73,8 +77,10 @@ pub async fn execute(
 }
 
 /// A compensation found no matching debit. If there is no debit at all the
-/// payment never took money and there is nothing to give back; a debit of a
-/// different amount is a broken invariant and stays an error.
+/// payment never took money and there is nothing to give back: the store has
+/// closed its debit before answering, so none can follow and this read is
+/// final. A debit of a different amount is a broken invariant and stays an
+/// error.
 async fn never_debited(
     wallets: &dyn WalletRepo,
     movement: &Movement,
@@ -97,7 +103,11 @@ async fn never_debited(
 
 fn log_refusal(err: &WalletError) {
     let error_type = err.error_type();
-    if error_type.is_retryable() {
+    if let WalletError::PaymentCompensated { tx_id } = err {
+        // A late debit (a timed-out attempt, a duplicate execution) that
+        // would otherwise have taken money after its payment failed.
+        warn!(errorType = %error_type, txId = %tx_id, "debit refused: payment already compensated");
+    } else if error_type.is_retryable() {
         warn!(errorType = %error_type, error = %err, "wallet movement not applied, retryable");
     } else {
         info!(errorType = %error_type, error = %err, "wallet movement refused");
@@ -214,6 +224,13 @@ mod tests {
         assert!(again.replayed);
         let key = WalletKey::new(user(), Currency::parse("USD").unwrap());
         assert_eq!(store.get(&key).await.unwrap().unwrap().balance, usd("100"));
+        // AND a debit delivered again afterwards is a replay, not a refusal:
+        // only a compensation that found no debit closes the debit
+        let replay = handle(&deps, event(debit_json(payment_id, "40.00")))
+            .await
+            .unwrap();
+        assert!(replay.replayed);
+        assert_eq!(store.get(&key).await.unwrap().unwrap().balance, usd("100"));
     }
 
     #[tokio::test]
@@ -226,6 +243,116 @@ mod tests {
             serde_json::to_value(&reply).unwrap(),
             json!({"moved": false, "replayed": false})
         );
+    }
+
+    fn compensate_json(payment_id: PaymentId, amount: &str) -> serde_json::Value {
+        let mut compensate = debit_json(payment_id, amount);
+        compensate["action"] = json!("COMPENSATE");
+        compensate
+    }
+
+    fn usd_key() -> WalletKey {
+        WalletKey::new(user(), Currency::parse("USD").unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_debit_after_nothing_was_compensated_is_refused_for_good() {
+        // GIVEN a wallet of 100 and a payment compensated before any debit
+        let (deps, store) = deps_with_balance("100").await;
+        let payment_id = PaymentId::generate();
+        let first = handle(&deps, event(compensate_json(payment_id, "40.00")))
+            .await
+            .unwrap();
+        assert_eq!(first, WalletReply::nothing_to_compensate());
+        // WHEN the late debit of that payment arrives (twice, as a retry would)
+        for _ in 0..2 {
+            let err = handle(&deps, event(debit_json(payment_id, "40.00")))
+                .await
+                .unwrap_err();
+            // THEN it is refused with its own final name, and nothing is taken
+            assert_eq!(err.error_type, ErrorType::PaymentCompensated);
+            assert!(!err.error_type.is_retryable());
+            let diagnostic = lambda_runtime::Diagnostic::from(err);
+            assert_eq!(diagnostic.error_type, "PaymentCompensated");
+        }
+        assert_eq!(
+            store.get(&usd_key()).await.unwrap().unwrap().balance,
+            usd("100")
+        );
+        let debit_tx_id = format!("{payment_id}#DEBIT");
+        assert!(
+            store
+                .entry(&usd_key(), &debit_tx_id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // AND compensating again still answers nothing to compensate
+        let again = handle(&deps, event(compensate_json(payment_id, "40.00")))
+            .await
+            .unwrap();
+        assert_eq!(
+            serde_json::to_value(&again).unwrap(),
+            json!({"moved": false, "replayed": false})
+        );
+        // AND other payments are debited as usual
+        let other = handle(&deps, event(debit_json(PaymentId::generate(), "40.00")))
+            .await
+            .unwrap();
+        assert_eq!(other.balance_after, Some(usd("60")));
+    }
+
+    #[tokio::test]
+    async fn a_compensation_before_the_wallet_exists_still_closes_the_debit() {
+        // GIVEN no wallet yet: the compensation has nothing to give back
+        let store = Arc::new(InMemoryStore::new());
+        let deps = Deps {
+            wallets: store.clone(),
+        };
+        let payment_id = PaymentId::generate();
+        let reply = handle(&deps, event(compensate_json(payment_id, "5.00")))
+            .await
+            .unwrap();
+        assert_eq!(reply, WalletReply::nothing_to_compensate());
+        // WHEN the wallet is opened and funded, and then the late debit arrives
+        store
+            .open(&user(), Currency::parse("USD").unwrap(), Timestamp::now())
+            .await
+            .unwrap();
+        let top_up = Movement::top_up(user(), TopUpId::generate(), usd("50"));
+        store.apply(&top_up, Timestamp::now()).await.unwrap();
+        let err = handle(&deps, event(debit_json(payment_id, "5.00")))
+            .await
+            .unwrap_err();
+        // THEN the debit is refused and the money stays
+        assert_eq!(err.error_type, ErrorType::PaymentCompensated);
+        assert_eq!(
+            store.get(&usd_key()).await.unwrap().unwrap().balance,
+            usd("50")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_closure_is_retryable_and_leaves_the_debit_open() {
+        // GIVEN a store whose next write fails
+        let (deps, store) = deps_with_balance("100").await;
+        let payment_id = PaymentId::generate();
+        store.fail_next_write(RepoError::Throttled("slow down".into()));
+        // WHEN a compensation of a never-debited payment tries to close its debit
+        let err = handle(&deps, event(compensate_json(payment_id, "40.00")))
+            .await
+            .unwrap_err();
+        // THEN it is retried rather than answered: nothing was closed, so a
+        // "nothing to compensate" now would leave a late debit unrefused
+        assert_eq!(err.error_type, ErrorType::Retryable);
+        let retried = handle(&deps, event(compensate_json(payment_id, "40.00")))
+            .await
+            .unwrap();
+        assert_eq!(retried, WalletReply::nothing_to_compensate());
+        let err = handle(&deps, event(debit_json(payment_id, "40.00")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type, ErrorType::PaymentCompensated);
     }
 
     #[tokio::test]

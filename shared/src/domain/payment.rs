@@ -200,6 +200,10 @@ pub struct PaymentChange {
     pub failure_reason: Option<String>,
     /// For refunds: the new total refunded.
     pub refunded_amount: Option<Money>,
+    /// Applies only to a payment in this status (a fence: api-handler fails
+    /// a payment whose saga did not start only while it is still PENDING,
+    /// never one a running saga has moved on).
+    pub only_from: Option<PaymentStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -225,6 +229,15 @@ impl PaymentChange {
             gateway_reference: None,
             failure_reason: None,
             refunded_amount: None,
+            only_from: None,
+        }
+    }
+
+    /// This change, allowed only from `from`.
+    pub fn only_from(self, from: PaymentStatus) -> Self {
+        Self {
+            only_from: Some(from),
+            ..self
         }
     }
 
@@ -257,12 +270,16 @@ impl PaymentChange {
         let refunded_same = self
             .refunded_amount
             .is_none_or(|refunded| payment.refunded_amount == refunded);
-        status_same && reference_same && refunded_same
+        // A fenced change is applied only if it was this change (the same
+        // reason), not another writer's move to the same status.
+        let fence_same = self.only_from.is_none() || payment.failure_reason == self.failure_reason;
+        status_same && reference_same && refunded_same && fence_same
     }
 
     /// The payment after this change, or why it is not allowed.
     pub fn apply(&self, payment: &Payment, at: Timestamp) -> Result<Payment, TransitionError> {
-        if !payment.status.can_transition_to(self.to) {
+        let fenced = self.only_from.is_some_and(|from| payment.status != from);
+        if fenced || !payment.status.can_transition_to(self.to) {
             return Err(TransitionError::NotAllowed {
                 from: payment.status,
                 to: self.to,

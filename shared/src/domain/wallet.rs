@@ -295,6 +295,72 @@ impl Movement {
             .debit_returned()
             .map(|payment_id| MovementRef::Debit { payment_id }.tx_id())
     }
+
+    /// For a debit, its own `txId`: the key a [`DebitClosure`] would hold,
+    /// which refuses the debit. `None` for every other movement.
+    pub fn closable_tx_id(&self) -> Option<String> {
+        match self.kind() {
+            MovementKind::Debit => Some(self.tx_id()),
+            MovementKind::Compensation | MovementKind::Refund | MovementKind::TopUp => None,
+        }
+    }
+}
+
+/// A payment's debit, closed by a compensation that found no debit to give
+/// back.
+///
+/// Why: "nothing to compensate" used to write nothing, so a debit of the same
+/// payment arriving afterwards (a timed-out attempt still running, a duplicate
+/// execution) took money that no compensation would ever give back. Now the
+/// compensation leaves this durable marker, and every debit is conditioned on
+/// its absence inside the debit's own store transaction (never a read, then a
+/// write). Exactly one order wins: the debit commits first (the compensation
+/// then finds it and gives it back), or the closure does (the debit is then
+/// refused with `PaymentCompensated`, a final answer).
+///
+/// Why not a ledger entry: a closure moves no money. Keeping it out of the
+/// ledger keeps `balance = sum of entries` true by construction, keeps every
+/// entry's amount positive, and leaves ledger listings showing only money. It
+/// is keyed by the wallet and the `txId` of the debit it closes
+/// (`pay_X#DEBIT`); how each store lays that out is documented with the store.
+/// A closure is written once and never removed, even when the wallet does not
+/// exist yet (one may be opened later, and a late debit would find money).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebitClosure {
+    pub user_id: UserId,
+    pub currency: Currency,
+    pub payment_id: PaymentId,
+    pub created_at: Timestamp,
+}
+
+impl DebitClosure {
+    /// The closure a compensation leaves when it finds no debit; `None` for
+    /// any other movement (only the saga's compensation closes a debit).
+    pub fn by(movement: &Movement, at: Timestamp) -> Option<Self> {
+        match movement.reference {
+            MovementRef::Compensation { payment_id } => Some(Self {
+                user_id: movement.user_id.clone(),
+                currency: movement.amount.currency(),
+                payment_id,
+                created_at: at,
+            }),
+            MovementRef::Debit { .. } | MovementRef::Refund { .. } | MovementRef::TopUp { .. } => {
+                None
+            }
+        }
+    }
+
+    pub fn wallet_key(&self) -> WalletKey {
+        WalletKey::new(self.user_id.clone(), self.currency)
+    }
+
+    /// `pay_X#DEBIT`: the `txId` no debit may take any more.
+    pub fn debit_tx_id(&self) -> String {
+        MovementRef::Debit {
+            payment_id: self.payment_id,
+        }
+        .tx_id()
+    }
 }
 
 /// One immutable ledger entry. `amount` is always positive; `kind` says the
@@ -428,6 +494,24 @@ mod tests {
             Timestamp::now(),
         );
         assert!(matches!(err, Err(MovementError::CurrencyMismatch { .. })));
+    }
+
+    #[test]
+    fn only_a_compensation_closes_a_debit_and_only_a_debit_is_closable() {
+        // GIVEN one payment's movements
+        let payment_id = PaymentId::generate();
+        let debit = Movement::debit(user(), payment_id, usd("10"));
+        let compensation = Movement::compensation(user(), payment_id, usd("10"));
+        let refund = Movement::refund(user(), RefundId::generate(), payment_id, usd("1"));
+        // WHEN a compensation finds no debit THEN its closure holds the debit's txId
+        let closure = DebitClosure::by(&compensation, Timestamp::now()).unwrap();
+        assert_eq!(Some(closure.debit_tx_id()), debit.closable_tx_id());
+        assert_eq!(closure.wallet_key(), debit.wallet_key());
+        // AND no other movement closes a debit, and only a debit can be closed
+        assert!(DebitClosure::by(&debit, Timestamp::now()).is_none());
+        assert!(DebitClosure::by(&refund, Timestamp::now()).is_none());
+        assert_eq!(compensation.closable_tx_id(), None);
+        assert_eq!(refund.closable_tx_id(), None);
     }
 
     #[test]

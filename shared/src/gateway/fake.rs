@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::domain::{Money, PaymentId, RefundId, UserId};
 use crate::error::GatewayError;
 use crate::events::ChargeStatus;
-use crate::ports::{GatewayCharge, GatewayRefund, PaymentGateway};
+use crate::ports::{DECLINE_CODE_CANCELED, GatewayCharge, GatewayRefund, PaymentGateway};
 
 pub type ChargeAnswer = Result<GatewayCharge, GatewayError>;
 pub type StatusAnswer = Result<Option<GatewayCharge>, GatewayError>;
@@ -41,12 +41,15 @@ struct Script {
     charges: VecDeque<ChargeAnswer>,
     statuses: VecDeque<StatusAnswer>,
     refunds: VecDeque<RefundAnswer>,
+    cancels: VecDeque<ChargeAnswer>,
     charge_default: ChargeAnswer,
     status_default: StatusAnswer,
     refund_default: RefundAnswer,
+    cancel_default: ChargeAnswer,
     charge_count: u32,
     status_count: u32,
     refund_count: u32,
+    cancel_count: u32,
 }
 
 pub struct ScriptedGateway {
@@ -62,21 +65,29 @@ impl Default for ScriptedGateway {
 }
 
 impl ScriptedGateway {
-    /// Approves every charge (`gw_fake`), finds nothing on lookup, refunds everything.
+    /// Approves every charge (`gw_fake`), finds nothing on lookup, refunds
+    /// everything, answers a cancel with DECLINED (`canceled`).
     pub fn new() -> Self {
         Self {
             script: Mutex::new(Script {
                 charges: VecDeque::new(),
                 statuses: VecDeque::new(),
                 refunds: VecDeque::new(),
+                cancels: VecDeque::new(),
                 charge_default: Ok(approved("gw_fake")),
                 status_default: Ok(None),
                 refund_default: Ok(GatewayRefund {
                     reference: "gwr_fake".to_owned(),
                 }),
+                cancel_default: Ok(charge(
+                    ChargeStatus::Declined,
+                    "gw_fake",
+                    Some(DECLINE_CODE_CANCELED),
+                )),
                 charge_count: 0,
                 status_count: 0,
                 refund_count: 0,
+                cancel_count: 0,
             }),
             gate: watch::Sender::new(true),
         }
@@ -103,6 +114,18 @@ impl ScriptedGateway {
         self.lock().refunds.push_back(answer);
     }
 
+    pub fn push_cancel(&self, answer: ChargeAnswer) {
+        self.lock().cancels.push_back(answer);
+    }
+
+    pub fn set_cancel_default(&self, answer: ChargeAnswer) {
+        self.lock().cancel_default = answer;
+    }
+
+    pub fn cancel_count(&self) -> u32 {
+        self.lock().cancel_count
+    }
+
     pub fn charge_count(&self) -> u32 {
         self.lock().charge_count
     }
@@ -122,6 +145,7 @@ impl ScriptedGateway {
             .charge_count
             .saturating_add(script.status_count)
             .saturating_add(script.refund_count)
+            .saturating_add(script.cancel_count)
     }
 
     /// Calls from now on wait (already counted) until [`Self::release`].
@@ -173,6 +197,17 @@ impl PaymentGateway for ScriptedGateway {
         answer
     }
 
+    async fn cancel(&self, _payment_id: &PaymentId) -> Result<GatewayCharge, GatewayError> {
+        let answer = {
+            let mut script = self.lock();
+            script.cancel_count = script.cancel_count.saturating_add(1);
+            let default = script.cancel_default.clone();
+            script.cancels.pop_front().unwrap_or(default)
+        };
+        self.pass_gate().await;
+        answer
+    }
+
     async fn refund(
         &self,
         _refund_id: &RefundId,
@@ -206,5 +241,27 @@ mod tests {
         assert_eq!(charge, approved("gw_fake"));
         assert_eq!(gateway.status(&payment_id).await.unwrap(), None);
         assert_eq!((gateway.charge_count(), gateway.call_count()), (2, 3));
+    }
+
+    #[tokio::test]
+    async fn cancels_default_to_declined_canceled_and_are_counted() {
+        // GIVEN a fresh gateway with one scripted cancel
+        let gateway = ScriptedGateway::new();
+        let payment_id = PaymentId::generate();
+        gateway.push_cancel(Ok(approved("gw_1")));
+        // WHEN it is cancelled twice
+        let first = gateway.cancel(&payment_id).await.unwrap();
+        let second = gateway.cancel(&payment_id).await.unwrap();
+        // THEN the script answers first, then the default: never charged
+        assert_eq!(first, approved("gw_1"));
+        assert_eq!(second, declined("gw_fake", DECLINE_CODE_CANCELED));
+        // AND a new default answers from then on
+        gateway.set_cancel_default(Err(GatewayError::Ambiguous("timed out".into())));
+        assert!(matches!(
+            gateway.cancel(&payment_id).await,
+            Err(GatewayError::Ambiguous(_))
+        ));
+        assert_eq!((gateway.cancel_count(), gateway.charge_count()), (3, 0));
+        assert_eq!(gateway.call_count(), 3);
     }
 }

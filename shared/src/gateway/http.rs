@@ -2,10 +2,12 @@
 //!
 //! Every failure is classified by what it says about the payment:
 //! - nothing was sent, or the gateway said it did nothing (connect or DNS
-//!   failure, connect timeout, 429, 5xx) → `Unavailable`, safe to retry;
+//!   failure, connect timeout, 429, 503) → `Unavailable`, safe to retry;
 //! - the request went out but no usable answer came back (timeout or broken
-//!   connection after sending, 408/504, an unreadable or unexpected success
-//!   answer) → `Ambiguous` for a charge or refund, which may have happened;
+//!   connection after sending, 408/504, any other 5xx, a 409 for a request
+//!   still in flight under the same key, an unreadable or unexpected success
+//!   answer) → `Ambiguous` for a charge, cancel or refund, which may have
+//!   happened;
 //! - any other 4xx → `Rejected` with the gateway's error code.
 //!
 //! A status lookup changes nothing at the gateway, so for it "no usable answer"
@@ -36,6 +38,8 @@ pub const RESPONSE_BYTES_MAX: u32 = 64 * 1024;
 pub const POOL_IDLE_SECONDS: u64 = 4;
 /// One invocation at a time per sandbox: one idle connection is enough.
 pub const POOL_IDLE_PER_HOST_MAX: usize = 1;
+/// The refund's 409 that is a definite refusal, not a request in flight.
+const CODE_PAYMENT_NOT_CAPTURED: &str = "PAYMENT_NOT_CAPTURED";
 /// Longest error text carried in a `GatewayError`.
 const MESSAGE_LENGTH_MAX: usize = 300;
 /// How many `source()` levels of a transport error go into its message.
@@ -166,6 +170,17 @@ impl PaymentGateway for HttpGateway {
         status_answer(status, body, &payment_id)
     }
 
+    async fn cancel(&self, payment_id: &PaymentId) -> Result<GatewayCharge, GatewayError> {
+        let payment_id = payment_id.to_string();
+        let url = self
+            .base
+            .join(&format!("v1/payments/{payment_id}/cancel"))
+            .map_err(|err| GatewayError::Unavailable(format!("bad cancel url: {err}")))?;
+        let request = self.client.post(url);
+        let (status, body) = self.exchange(request, Effect::Write).await?;
+        cancel_answer(status, body, &payment_id)
+    }
+
     async fn refund(
         &self,
         refund_id: &RefundId,
@@ -227,6 +242,23 @@ pub fn status_answer(
         }
         201..=299 => Err(effect.uncertain(format!("unexpected {status} answer to a lookup"))),
         _ => Err(status_error(status, &body, effect)),
+    }
+}
+
+/// What an HTTP answer to a cancel means (see [`charge_answer`]): the
+/// charge's final state, in the status lookup's body.
+pub fn cancel_answer(
+    status: StatusCode,
+    body: Result<Vec<u8>, String>,
+    payment_id: &str,
+) -> Result<GatewayCharge, GatewayError> {
+    let effect = Effect::Write;
+    match status.as_u16() {
+        200 => body
+            .and_then(|bytes| wire::parse_charge(&bytes, payment_id))
+            .map_err(|reason| effect.uncertain(reason)),
+        201..=299 => Err(effect.uncertain(format!("unexpected {status} answer to a cancel"))),
+        _ => Err(status_error(status, &body.unwrap_or_default(), effect)),
     }
 }
 
@@ -301,7 +333,15 @@ fn status_error(status: StatusCode, body: &[u8], effect: Effect) -> GatewayError
         // The gateway (or a proxy before it) gave up waiting on the request
         // after it arrived: it may have been processed.
         408 | 504 => effect.uncertain(text),
-        429 | 500..=599 => GatewayError::Unavailable(text),
+        // Refused before any processing: rate limited, or the service is down.
+        429 | 503 => GatewayError::Unavailable(text),
+        // Another request under this idempotency key is being processed
+        // (anything but the refund's definite "not captured"): its outcome is
+        // not known yet.
+        409 if code != CODE_PAYMENT_NOT_CAPTURED => effect.uncertain(text),
+        // Any other server error may come after the gateway acted (a crash
+        // after capturing): for a write, only asking tells.
+        500..=599 => effect.uncertain(text),
         other => GatewayError::Rejected {
             status: other,
             code,
@@ -353,6 +393,7 @@ fn describe(err: &reqwest::Error) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::events::ChargeStatus;
 
     #[test]
     fn base_urls_keep_their_prefix_and_reject_other_forms() {
@@ -382,10 +423,22 @@ mod tests {
                 message: "bad key".into()
             }
         );
-        for status in [429, 500, 503, 507] {
+        for status in [429, 503] {
             let status = StatusCode::from_u16(status).unwrap();
             assert!(matches!(
                 status_error(status, b"", Effect::Write),
+                GatewayError::Unavailable(_)
+            ));
+        }
+        // A 500 may come after a capture: a write cannot tell, a read can retry.
+        for status in [500, 502, 507] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert!(matches!(
+                status_error(status, b"", Effect::Write),
+                GatewayError::Ambiguous(_)
+            ));
+            assert!(matches!(
+                status_error(status, b"", Effect::Read),
                 GatewayError::Unavailable(_)
             ));
         }
@@ -399,11 +452,69 @@ mod tests {
                 GatewayError::Unavailable(_)
             ));
         }
+        // 409: the same key in flight is ambiguous; a refund of an uncaptured
+        // payment is a definite refusal.
+        assert!(matches!(
+            status_error(StatusCode::CONFLICT, b"", Effect::Write),
+            GatewayError::Ambiguous(_)
+        ));
+        let not_captured = br#"{"error":{"code":"PAYMENT_NOT_CAPTURED","message":"x"}}"#;
         let GatewayError::Rejected { code, .. } =
-            status_error(StatusCode::CONFLICT, b"", Effect::Write)
+            status_error(StatusCode::CONFLICT, not_captured, Effect::Write)
         else {
             unreachable!()
         };
-        assert_eq!(code, "CONFLICT");
+        assert_eq!(code, "PAYMENT_NOT_CAPTURED");
+    }
+
+    #[test]
+    fn a_cancel_answer_is_the_final_state_or_ambiguous() {
+        let ok = |body: &str| cancel_answer(StatusCode::OK, Ok(body.as_bytes().to_vec()), "pay_c");
+        // GIVEN a tombstone (no amount or currency) WHEN read THEN DECLINED, canceled
+        let tombstone = r#"{"paymentId":"pay_c","status":"DECLINED","reference":"gwc_1",
+            "declineCode":"canceled","message":"m","createdAt":"t","updatedAt":"t"}"#;
+        assert_eq!(
+            ok(tombstone).unwrap(),
+            GatewayCharge {
+                status: ChargeStatus::Declined,
+                reference: "gwc_1".into(),
+                decline_code: Some(crate::ports::DECLINE_CODE_CANCELED.into()),
+            }
+        );
+        // a captured charge stays APPROVED, one in flight PENDING
+        let approved = r#"{"paymentId":"pay_c","status":"APPROVED","reference":"gw_1",
+            "amount":"5.00","currency":"USD"}"#;
+        assert_eq!(ok(approved).unwrap().status, ChargeStatus::Approved);
+        let pending = r#"{"paymentId":"pay_c","status":"PENDING","reference":"gw_1"}"#;
+        assert_eq!(ok(pending).unwrap().status, ChargeStatus::Pending);
+        // a 200 that is not a charge of this payment, another 2xx, a body that
+        // could not be read, or a server error: the cancel may have happened
+        let other = r#"{"paymentId":"pay_x","status":"DECLINED","reference":"gwc_1"}"#;
+        for err in [
+            ok(other).unwrap_err(),
+            ok("{}").unwrap_err(),
+            cancel_answer(StatusCode::OK, Err("connection reset".into()), "pay_c").unwrap_err(),
+            cancel_answer(StatusCode::CREATED, Ok(tombstone.into()), "pay_c").unwrap_err(),
+            cancel_answer(StatusCode::INTERNAL_SERVER_ERROR, Ok(Vec::new()), "pay_c").unwrap_err(),
+            cancel_answer(StatusCode::CONFLICT, Ok(Vec::new()), "pay_c").unwrap_err(),
+            cancel_answer(StatusCode::GATEWAY_TIMEOUT, Ok(Vec::new()), "pay_c").unwrap_err(),
+        ] {
+            assert!(matches!(err, GatewayError::Ambiguous(_)), "{err}");
+        }
+        // refused before any processing: safe to retry
+        for status in [
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ] {
+            let err = cancel_answer(status, Ok(Vec::new()), "pay_c").unwrap_err();
+            assert!(matches!(err, GatewayError::Unavailable(_)), "{err}");
+        }
+        // a bad payment id is a definite refusal
+        let bad = br#"{"error":{"code":"INVALID_REQUEST","message":"bad id"}}"#;
+        let err = cancel_answer(StatusCode::BAD_REQUEST, Ok(bad.to_vec()), "pay_c").unwrap_err();
+        let GatewayError::Rejected { status, code, .. } = err else {
+            unreachable!("{err}")
+        };
+        assert_eq!((status, code.as_str()), (400, "INVALID_REQUEST"));
     }
 }

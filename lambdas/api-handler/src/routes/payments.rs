@@ -5,7 +5,7 @@ use std::time::Duration;
 use aws_lambda_events::query_map::QueryMap;
 use serde_json::json;
 use shared::StoreError;
-use shared::domain::{Payment, PaymentChange, PaymentId, Timestamp};
+use shared::domain::{NewPayment, Payment, PaymentChange, PaymentId, PaymentStatus, Timestamp};
 use shared::events::SagaInput;
 use shared::ports::{PAGE_LIMIT_MAX, parse_payment_cursor};
 use tracing::{error, info, warn};
@@ -27,6 +27,12 @@ pub const LIST_LIMIT_DEFAULT: u32 = 20;
 pub const EVENT_COUNT_MAX: u32 = 100;
 /// Longest cursor accepted (ours are ~60 characters).
 const CURSOR_LENGTH_MAX: usize = 256;
+/// Attempts at recording a new payment before leaving it to the saga.
+const CREATE_ATTEMPT_COUNT_MAX: u32 = 3;
+const CREATE_BACKOFF_MS: u64 = 50;
+/// Attempts at a saga start that may or may not have happened.
+const START_ATTEMPT_COUNT_MAX: u32 = 3;
+const START_BACKOFF_MS: u64 = 100;
 /// Attempts at marking a payment FAILED when its saga did not start.
 const FAIL_ATTEMPT_COUNT_MAX: u32 = 3;
 const FAIL_BACKOFF_MS: u64 = 50;
@@ -51,8 +57,8 @@ async fn start_payment(deps: &Deps, command: &CreatePayment, seed: Ulid) -> Outc
     };
     let new = command.new_payment(payment_id);
     let input = SagaInput::from(&new);
-    let payment = match deps.payments.create(new, Timestamp::now()).await {
-        Ok(created) => created.into_inner(),
+    let payment = match create_payment(deps, new).await {
+        Ok(created) => created,
         Err(err) => {
             return Outcome::by_status(Response::error(err.into()).with_correlation(payment_id));
         }
@@ -61,24 +67,104 @@ async fn start_payment(deps: &Deps, command: &CreatePayment, seed: Ulid) -> Outc
     if payment.failure_reason.as_deref() == Some(SAGA_NOT_STARTED) {
         return Outcome::with(not_started(payment_id, None), Disposition::Release);
     }
-    match deps.saga.start(&input).await {
+    match start_saga(deps, &input).await {
         Ok(execution_arn) => {
             info!(paymentId = %payment_id, executionArn = %execution_arn, amount = %payment.amount,
                 "payment saga started");
             let body = views::created_payment(&payment, &execution_arn);
             Outcome::by_status(Response::json(202, &body).with_correlation(payment_id))
         }
+        // Started or not (a start may have happened, now or on an earlier
+        // attempt of this request), the payment is fenced: FAILED while still
+        // PENDING, or left to the saga that has moved it on.
         Err(err) => saga_not_started(deps, &payment, &err).await,
     }
 }
 
-/// The saga did not start: the payment must not stay PENDING with nothing
-/// driving it, so it becomes FAILED (`SAGA_NOT_STARTED`); the client may
-/// retry, which creates a new payment. Nothing was charged.
+/// Records the PENDING payment, retrying transient store failures (a create
+/// is idempotent: a write that committed but reported an error is found by
+/// the retry). Still unwritten after that, the payment is left to the saga,
+/// whose first step creates it from the same input: a payment never ends up
+/// recorded without its saga because one write failed.
+async fn create_payment(deps: &Deps, new: NewPayment) -> Result<Payment, StoreError> {
+    let now = Timestamp::now();
+    let mut attempt = 1;
+    loop {
+        match deps.payments.create(new.clone(), now).await {
+            Ok(created) => return Ok(created.into_inner()),
+            Err(err) if err.error_type().is_retryable() && attempt < CREATE_ATTEMPT_COUNT_MAX => {
+                warn!(paymentId = %new.payment_id, attempt, error = %err,
+                    "could not record the payment; trying again");
+                tokio::time::sleep(Duration::from_millis(
+                    CREATE_BACKOFF_MS * u64::from(attempt),
+                ))
+                .await;
+                attempt += 1;
+            }
+            Err(err) if err.error_type().is_retryable() => {
+                warn!(paymentId = %new.payment_id, error = %err,
+                    "could not record the payment; its saga will");
+                return Ok(Payment::create(new, now));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Starts the saga; a start that may have happened is tried again (the
+/// execution name is the payment id, so STANDARD de-duplicates it). The
+/// error is `Ambiguous` if any attempt was.
+async fn start_saga(deps: &Deps, input: &SagaInput) -> Result<String, SagaStartError> {
+    let mut ambiguous = None;
+    for attempt in 1..=START_ATTEMPT_COUNT_MAX {
+        match deps.saga.start(input).await {
+            Ok(execution_arn) => return Ok(execution_arn),
+            Err(err) if err.may_have_started() => {
+                warn!(paymentId = %input.payment_id, attempt, error = %err,
+                    "saga start not confirmed");
+                ambiguous = Some(err);
+                if attempt < START_ATTEMPT_COUNT_MAX {
+                    let backoff_ms = START_BACKOFF_MS * u64::from(attempt);
+                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                }
+            }
+            Err(err) => return Err(ambiguous.unwrap_or(err)),
+        }
+    }
+    Err(ambiguous.unwrap_or_else(|| SagaStartError::Ambiguous("no start attempted".to_owned())))
+}
+
+/// The start was not confirmed but the payment has moved on: its saga is
+/// running. Say exactly that; nothing is claimed about money.
+fn saga_unconfirmed(payment_id: PaymentId, err: &SagaStartError) -> Outcome {
+    let message = format!(
+        "payment {payment_id} is being processed, but its start was not confirmed. Retry with \
+         the same Idempotency-Key for its details, or GET /payments/{payment_id}; do not pay \
+         again."
+    );
+    let err = ApiError {
+        detail: Some(err.to_string()),
+        ..ApiError::new(Code::ServiceUnavailable, message)
+    };
+    let response = Response::error(err).with_correlation(payment_id);
+    Outcome::with(response, Disposition::Keep)
+}
+
+/// The saga's start was refused or not confirmed: the payment must not stay
+/// PENDING with nothing driving it, so it becomes FAILED (`SAGA_NOT_STARTED`)
+/// while still PENDING — a fence a saga that did start cannot pass — and the
+/// client may retry, which creates a new payment; nothing was charged. A
+/// payment its saga has moved on is left to it (503, "do not pay again").
 async fn saga_not_started(deps: &Deps, payment: &Payment, err: &SagaStartError) -> Outcome {
     let payment_id = payment.payment_id;
     error!(paymentId = %payment_id, error = %err, "saga not started; failing the payment");
-    let change = PaymentChange::failed(SAGA_NOT_STARTED.to_owned());
+    // Only while still PENDING: a saga that did start (an ambiguous start) and
+    // has marked the payment PROCESSING may be charging it. A saga that
+    // started but is still before that step is fenced out: it cannot mark a
+    // FAILED payment PROCESSING, so it closes the payment at the gateway and
+    // gives back any debit it made.
+    let change =
+        PaymentChange::failed(SAGA_NOT_STARTED.to_owned()).only_from(PaymentStatus::Pending);
     for attempt in 1..=FAIL_ATTEMPT_COUNT_MAX {
         match deps
             .payments
@@ -91,9 +177,18 @@ async fn saga_not_started(deps: &Deps, payment: &Payment, err: &SagaStartError) 
             }
             // Not PENDING any more: a saga did start after all (an ambiguous
             // start). A retry of the key resumes and finds that execution.
+            // Never recorded (its create failed), and no start may have
+            // happened: nothing exists, nothing runs.
+            Err(StoreError::NotFound { .. }) if !err.may_have_started() => {
+                let response = not_started(payment_id, Some(err.to_string()));
+                return Outcome::with(response, Disposition::Release);
+            }
+            // Not recorded yet, but a saga may have started and will create
+            // it: the client must not pay again.
+            Err(StoreError::NotFound { .. }) => return saga_unconfirmed(payment_id, err),
             Err(StoreError::Transition(refused)) => {
-                warn!(paymentId = %payment_id, error = %refused, "payment moved on; saga may be running");
-                break;
+                warn!(paymentId = %payment_id, error = %refused, "payment moved on; its saga is running");
+                return saga_unconfirmed(payment_id, err);
             }
             Err(store_err) => {
                 warn!(paymentId = %payment_id, attempt, error = %store_err, "could not fail the payment");

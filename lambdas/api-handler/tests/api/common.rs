@@ -1,6 +1,6 @@
 //! Fixtures: proxy events, the harness around `handle`, and recording fakes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use api_handler::{Deps, RefundInvokeError, RefundInvoker, SagaStartError, SagaStarter, handle};
@@ -9,13 +9,15 @@ use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
 use aws_lambda_events::encodings::Body;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
+use shared::StoreError;
 use shared::domain::money::AMOUNT_MAX_DEFAULT;
 use shared::domain::{
-    Money, Payment, PaymentChange, PaymentId, PaymentStatus, Refund, RefundStatus, Timestamp,
+    Money, NewPayment, Payment, PaymentChange, PaymentId, PaymentStatus, Refund, RefundStatus,
+    Timestamp, UserId,
 };
 use shared::events::{RefundCommand, SagaInput};
 use shared::memory::InMemoryStore;
-use shared::ports::{PaymentRepo, RefundRepo};
+use shared::ports::{Created, Page, PaymentRepo, RefundRepo};
 use tokio::sync::Notify;
 
 pub const REQUEST_ID: &str = "c0ffee00-0000-4000-8000-000000000001";
@@ -151,7 +153,7 @@ impl Harness {
 
     pub fn with_amount_max(amount_max: rust_decimal::Decimal) -> Self {
         let store = Arc::new(InMemoryStore::new());
-        let saga = Arc::new(FakeSaga::default());
+        let saga = Arc::new(FakeSaga::over(store.clone()));
         let refunder = Arc::new(FakeRefunder::new(store.clone()));
         let deps = Deps {
             payments: store.clone(),
@@ -223,6 +225,17 @@ impl Harness {
         payment_id
     }
 
+    /// Payments are written through a store whose creates fail as scripted.
+    pub fn with_flaky_creates(mut self) -> (Self, Arc<FlakyCreates>) {
+        let flaky = Arc::new(FlakyCreates {
+            store: self.store.clone(),
+            failures: Mutex::new(VecDeque::new()),
+            attempts: Mutex::new(0),
+        });
+        self.deps.payments = flaky.clone();
+        (self, flaky)
+    }
+
     pub async fn payment(&self, payment_id: &PaymentId) -> Payment {
         PaymentRepo::get(self.store.as_ref(), payment_id)
             .await
@@ -231,22 +244,61 @@ impl Harness {
     }
 }
 
+/// One scripted answer of the fake Step Functions to a start.
+#[derive(Debug, Clone)]
+pub enum StartAnswer {
+    /// The execution starts (or, already started under this name, is found).
+    Started,
+    /// Nothing started (refused, or lost before it reached Step Functions).
+    NotStarted(SagaStartError),
+    /// The execution started but its answer was lost.
+    Lost(SagaStartError),
+    /// The execution started and its saga debited the wallet and marked the
+    /// payment PROCESSING before the lost answer came back.
+    LostAfterProcessing(SagaStartError),
+}
+
 /// Records starts; de-duplicates by execution name like STANDARD workflows;
-/// can fail, or hold a start until released (to observe a request in flight).
+/// answers from a script, then fails (or not) as set; can hold a start until
+/// released (to observe a request in flight).
 #[derive(Default)]
 pub struct FakeSaga {
+    /// One entry per execution (by name): a repeated start finds it.
     pub starts: Mutex<Vec<SagaInput>>,
     pub failure: Mutex<Option<SagaStartError>>,
+    pub script: Mutex<VecDeque<StartAnswer>>,
+    pub attempts: Mutex<u32>,
     pub gate: Mutex<Option<(Arc<Notify>, Arc<Notify>)>>,
+    /// Where a started saga records its progress (`LostAfterProcessing`).
+    store: Option<Arc<InMemoryStore>>,
 }
 
 impl FakeSaga {
+    pub fn over(store: Arc<InMemoryStore>) -> Self {
+        Self {
+            store: Some(store),
+            ..Self::default()
+        }
+    }
+
+    /// Every start not scripted fails with `err` (or, with `None`, starts).
     pub fn fail_with(&self, err: Option<SagaStartError>) {
         *self.failure.lock().unwrap() = err;
     }
 
+    /// The next starts answer these, in order.
+    pub fn script(&self, answers: impl IntoIterator<Item = StartAnswer>) {
+        self.script.lock().unwrap().extend(answers);
+    }
+
+    /// Executions that exist.
     pub fn start_count(&self) -> usize {
         self.starts.lock().unwrap().len()
+    }
+
+    /// Calls to `start`, answered or not.
+    pub fn attempt_count(&self) -> u32 {
+        *self.attempts.lock().unwrap()
     }
 
     /// Makes the next start wait: returns (entered, release).
@@ -254,6 +306,24 @@ impl FakeSaga {
         let pair = (Arc::new(Notify::new()), Arc::new(Notify::new()));
         *self.gate.lock().unwrap() = Some(pair.clone());
         pair
+    }
+
+    fn record(&self, input: &SagaInput) {
+        let mut starts = self.starts.lock().unwrap();
+        if !starts.iter().any(|s| s.payment_id == input.payment_id) {
+            starts.push(input.clone());
+        }
+    }
+
+    fn next_answer(&self) -> StartAnswer {
+        *self.attempts.lock().unwrap() += 1;
+        if let Some(answer) = self.script.lock().unwrap().pop_front() {
+            return answer;
+        }
+        match self.failure.lock().unwrap().clone() {
+            Some(err) => StartAnswer::NotStarted(err),
+            None => StartAnswer::Started,
+        }
     }
 }
 
@@ -265,12 +335,92 @@ impl SagaStarter for FakeSaga {
             entered.notify_one();
             release.notified().await;
         }
-        if let Some(err) = self.failure.lock().unwrap().clone() {
-            return Err(err);
+        match self.next_answer() {
+            StartAnswer::Started => {
+                self.record(input);
+                let machine = STATE_MACHINE.replace(":stateMachine:", ":execution:");
+                Ok(format!("{machine}:{}", input.payment_id))
+            }
+            StartAnswer::NotStarted(err) => Err(err),
+            StartAnswer::Lost(err) => {
+                self.record(input);
+                Err(err)
+            }
+            StartAnswer::LostAfterProcessing(err) => {
+                self.record(input);
+                let store = self.store.as_deref().expect("FakeSaga::over a store");
+                let processing = PaymentChange::to(PaymentStatus::Processing);
+                PaymentRepo::transition(store, &input.payment_id, &processing, Timestamp::now())
+                    .await
+                    .unwrap();
+                Err(err)
+            }
         }
-        self.starts.lock().unwrap().push(input.clone());
-        let machine = STATE_MACHINE.replace(":stateMachine:", ":execution:");
-        Ok(format!("{machine}:{}", input.payment_id))
+    }
+}
+
+/// How a scripted create fails: before writing, or after its write committed
+/// (the answer was lost on the way back).
+#[derive(Debug, Clone)]
+pub enum CreateFailure {
+    Before(StoreError),
+    After(StoreError),
+}
+
+/// The in-memory payment store, with creates that fail as scripted.
+pub struct FlakyCreates {
+    store: Arc<InMemoryStore>,
+    failures: Mutex<VecDeque<CreateFailure>>,
+    attempts: Mutex<u32>,
+}
+
+impl FlakyCreates {
+    pub fn fail(&self, failures: impl IntoIterator<Item = CreateFailure>) {
+        self.failures.lock().unwrap().extend(failures);
+    }
+
+    pub fn attempt_count(&self) -> u32 {
+        *self.attempts.lock().unwrap()
+    }
+}
+
+#[async_trait]
+impl PaymentRepo for FlakyCreates {
+    async fn create(&self, new: NewPayment, at: Timestamp) -> Result<Created<Payment>, StoreError> {
+        *self.attempts.lock().unwrap() += 1;
+        let failure = self.failures.lock().unwrap().pop_front();
+        match failure {
+            None => PaymentRepo::create(self.store.as_ref(), new, at).await,
+            Some(CreateFailure::Before(err)) => Err(err),
+            Some(CreateFailure::After(err)) => {
+                PaymentRepo::create(self.store.as_ref(), new, at)
+                    .await
+                    .unwrap();
+                Err(err)
+            }
+        }
+    }
+
+    async fn get(&self, payment_id: &PaymentId) -> Result<Option<Payment>, StoreError> {
+        PaymentRepo::get(self.store.as_ref(), payment_id).await
+    }
+
+    async fn transition(
+        &self,
+        payment_id: &PaymentId,
+        change: &PaymentChange,
+        at: Timestamp,
+    ) -> Result<Payment, StoreError> {
+        PaymentRepo::transition(self.store.as_ref(), payment_id, change, at).await
+    }
+
+    async fn list_by_user(
+        &self,
+        user_id: &UserId,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Payment>, StoreError> {
+        PaymentRepo::list_by_user(self.store.as_ref(), user_id, limit, cursor).await
     }
 }
 

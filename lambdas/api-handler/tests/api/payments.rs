@@ -9,9 +9,10 @@ use api_handler::requests::CreatePayment;
 use rust_decimal::Decimal;
 use serde_json::json;
 use shared::domain::{IdempotencyRecord, PaymentId, PaymentStatus, Timestamp};
-use shared::ports::{IdempotencyRepo, PaymentRepo};
+use shared::ports::{IdempotencyRepo, PaymentEventRepo, PaymentRepo};
+use shared::{RepoError, StoreError};
 
-use crate::common::{Harness, Req, golden};
+use crate::common::{CreateFailure, Harness, Reply, Req, StartAnswer, golden};
 
 fn pay(body: serde_json::Value) -> Req {
     Req::post("/payments", body)
@@ -322,6 +323,8 @@ async fn a_saga_that_cannot_start_fails_the_payment_and_answers_503() {
     assert_eq!(reply.body["error"]["type"], "api_error");
     assert_eq!(reply.header("retry-after"), Some("1"));
     assert!(!reply.body.to_string().contains("Rate exceeded"));
+    // AND a throttled start (nothing started) is not tried again
+    assert_eq!(h.saga.attempt_count(), 1);
     // AND the payment it created is FAILED with SAGA_NOT_STARTED, never left PENDING
     let message = reply.body["error"]["message"].as_str().unwrap();
     let failed_id = message.split_whitespace().nth(1).unwrap();
@@ -335,6 +338,185 @@ async fn a_saga_that_cannot_start_fails_the_payment_and_answers_503() {
     assert_eq!(retry.status, 202);
     assert_ne!(retry.text("paymentId"), failed_id);
     assert_eq!(h.saga.start_count(), 1);
+}
+
+fn ambiguous() -> SagaStartError {
+    SagaStartError::Ambiguous("dispatch failure: timed out".into())
+}
+
+/// The payment named in an error message ("payment pay_… …").
+fn named_payment(reply: &Reply) -> PaymentId {
+    let message = reply.body["error"]["message"].as_str().unwrap();
+    PaymentId::parse(message.split_whitespace().nth(1).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn an_unconfirmed_start_is_tried_again_and_answers_202_with_one_saga() {
+    for first in [
+        // the first attempt never reached Step Functions
+        StartAnswer::NotStarted(ambiguous()),
+        // the first attempt started the execution but its answer was lost:
+        // the retry finds it by name
+        StartAnswer::Lost(ambiguous()),
+    ] {
+        // GIVEN a start whose first answer is lost, then answered
+        let h = Harness::new();
+        h.saga.script([first.clone(), StartAnswer::Started]);
+        // WHEN a payment is created
+        let reply = h
+            .send(pay(json!({"userId": "u1", "amount": 5, "currency": "USD"})).key("k-amb"))
+            .await;
+        // THEN 202 as usual, with exactly one execution behind two attempts
+        assert_eq!(reply.status, 202, "{first:?}: {}", reply.body);
+        assert_eq!(h.saga.attempt_count(), 2, "{first:?}");
+        assert_eq!(h.saga.start_count(), 1, "{first:?}");
+        let payment_id = PaymentId::parse(&reply.text("paymentId")).unwrap();
+        assert!(
+            reply
+                .text("executionArn")
+                .ends_with(&payment_id.to_string())
+        );
+        assert_eq!(h.payment(&payment_id).await.status, PaymentStatus::Pending);
+    }
+}
+
+#[tokio::test]
+async fn a_start_never_confirmed_fails_the_payment_while_it_is_still_pending() {
+    // GIVEN Step Functions that never confirms a start (and none happened)
+    let h = Harness::new();
+    h.saga.fail_with(Some(ambiguous()));
+    // WHEN a payment is created with a key
+    let body = json!({"userId": "u1", "amount": 5, "currency": "USD"});
+    let reply = h.send(pay(body.clone()).key("k-never")).await;
+    // THEN the start was tried a bounded number of times, then given up
+    assert_eq!(h.saga.attempt_count(), 3);
+    assert_eq!(h.saga.start_count(), 0);
+    // AND 503 says it was not charged, without leaking the cause
+    assert_eq!((reply.status, reply.code()), (503, "service_unavailable"));
+    let message = reply.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("was not charged"), "{message}");
+    assert!(!reply.body.to_string().contains("dispatch failure"));
+    // AND the payment is FAILED with SAGA_NOT_STARTED, never left PENDING
+    let payment = h.payment(&named_payment(&reply)).await;
+    assert_eq!(payment.status, PaymentStatus::Failed);
+    assert_eq!(payment.failure_reason.as_deref(), Some("SAGA_NOT_STARTED"));
+    // AND the key was released: a retry creates and starts a new payment
+    h.saga.fail_with(None);
+    let retry = h.send(pay(body).key("k-never")).await;
+    assert_eq!(retry.status, 202, "{}", retry.body);
+    assert_ne!(retry.text("paymentId"), payment.payment_id.to_string());
+    assert_eq!(h.saga.start_count(), 1);
+}
+
+#[tokio::test]
+async fn a_payment_its_saga_moved_on_is_not_failed_by_an_unconfirmed_start() {
+    // GIVEN a start that did happen (the saga debited and marked the payment
+    // PROCESSING) but whose answer, and every retry's, was lost
+    let h = Harness::new();
+    h.saga
+        .script([StartAnswer::LostAfterProcessing(ambiguous())]);
+    h.saga.fail_with(Some(ambiguous()));
+    // WHEN a payment is created with a key
+    let body = json!({"userId": "u1", "amount": 5, "currency": "USD"});
+    let reply = h.send(pay(body.clone()).key("k-moved")).await;
+    // THEN 503 says it is being processed and must not be paid again
+    assert_eq!((reply.status, reply.code()), (503, "service_unavailable"));
+    let message = reply.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("is being processed"), "{message}");
+    assert!(message.contains("do not pay again"), "{message}");
+    assert!(!message.contains("not charged"), "{message}");
+    // AND the payment is left to its saga: still PROCESSING, no failure
+    let payment = h.payment(&named_payment(&reply)).await;
+    assert_eq!(payment.status, PaymentStatus::Processing);
+    assert_eq!(payment.failure_reason, None);
+    assert_eq!(h.saga.start_count(), 1);
+    // AND the key is kept (the same payment comes back on a later retry), so
+    // a retry now is told to wait rather than creating a second payment
+    let retry = h.send(pay(body).key("k-moved")).await;
+    assert_eq!(
+        (retry.status, retry.code()),
+        (409, "idempotency_key_in_use")
+    );
+    let list = h.send(Req::get("/payments").query("userId", "u1")).await;
+    assert_eq!(list.body["data"].as_array().unwrap().len(), 1);
+}
+
+fn store_down() -> StoreError {
+    StoreError::Repo(RepoError::Unavailable("connection reset".into()))
+}
+
+#[tokio::test]
+async fn a_create_that_committed_despite_its_error_is_found_by_the_retry() {
+    // GIVEN a store whose first create commits but answers an error
+    let (h, creates) = Harness::new().with_flaky_creates();
+    creates.fail([CreateFailure::After(store_down())]);
+    // WHEN a payment is created
+    let reply = h
+        .send(pay(json!({"userId": "u1", "amount": 5, "currency": "USD"})))
+        .await;
+    // THEN the retry finds the payment written the first time: 202, one
+    // payment with one creation event, one saga
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert_eq!(creates.attempt_count(), 2);
+    let payment_id = PaymentId::parse(&reply.text("paymentId")).unwrap();
+    assert_eq!(h.payment(&payment_id).await.status, PaymentStatus::Pending);
+    let events = PaymentEventRepo::events(h.store.as_ref(), &payment_id, 10)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    let list = h.send(Req::get("/payments").query("userId", "u1")).await;
+    assert_eq!(list.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(h.saga.start_count(), 1);
+}
+
+#[tokio::test]
+async fn a_payment_the_store_never_recorded_is_left_to_its_saga() {
+    // GIVEN a store that fails every create attempt, writing nothing
+    let (h, creates) = Harness::new().with_flaky_creates();
+    creates.fail([store_down(), store_down(), store_down()].map(CreateFailure::Before));
+    // WHEN a payment is created
+    let reply = h
+        .send(pay(json!({"userId": "u1", "amount": 5, "currency": "USD"})))
+        .await;
+    // THEN after bounded attempts its saga is started anyway (its first
+    // step creates the payment from the same input): 202
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert_eq!(creates.attempt_count(), 3);
+    let starts = h.saga.starts.lock().unwrap().clone();
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].payment_id.to_string(), reply.text("paymentId"));
+    // WHEN that also happens while Step Functions refuses the start
+    creates.fail([store_down(), store_down(), store_down()].map(CreateFailure::Before));
+    h.saga
+        .fail_with(Some(SagaStartError::Throttled("Rate exceeded".into())));
+    let reply = h
+        .send(pay(json!({"userId": "u2", "amount": 5, "currency": "USD"})))
+        .await;
+    // THEN nothing exists and nothing runs: 503 "not charged"
+    assert_eq!((reply.status, reply.code()), (503, "service_unavailable"));
+    let message = reply.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("was not charged"), "{message}");
+    let missing = PaymentRepo::get(h.store.as_ref(), &named_payment(&reply))
+        .await
+        .unwrap();
+    assert_eq!(missing, None);
+    assert_eq!(h.saga.start_count(), 1);
+}
+
+#[tokio::test]
+async fn a_create_the_store_refuses_is_not_retried_and_starts_nothing() {
+    // GIVEN a store that refuses the create as malformed (our bug)
+    let (h, creates) = Harness::new().with_flaky_creates();
+    creates.fail([CreateFailure::Before(StoreError::Repo(
+        RepoError::Rejected("ValidationException".into()),
+    ))]);
+    // WHEN a payment is created THEN 500 at once, and no saga
+    let reply = h
+        .send(pay(json!({"userId": "u1", "amount": 5, "currency": "USD"})))
+        .await;
+    assert_eq!(reply.status, 500, "{}", reply.body);
+    assert_eq!(creates.attempt_count(), 1);
+    assert_eq!(h.saga.attempt_count(), 0);
 }
 
 #[tokio::test]
