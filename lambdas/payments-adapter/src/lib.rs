@@ -230,12 +230,7 @@ async fn status(
     let found = call.await.map_err(task_error)?;
     let checks = checks.saturating_add(1);
     Ok(match found {
-        Some(charge) => GatewayReply {
-            status: charge.status,
-            gateway_reference: Some(charge.reference),
-            decline_code: charge.decline_code,
-            checks,
-        },
+        Some(charge) => answered(charge, checks),
         None => GatewayReply {
             status: ChargeStatus::NotFound,
             gateway_reference: None,
@@ -260,12 +255,17 @@ async fn cancel(
         |charge: &GatewayCharge| ChargeStatus::as_str(charge.status),
     );
     let charge = call.await.map_err(task_error)?;
-    Ok(GatewayReply {
+    Ok(answered(charge, checks.saturating_add(1)))
+}
+
+/// The gateway's view of a charge, as the state machine's Choice reads it.
+fn answered(charge: GatewayCharge, checks: u32) -> GatewayReply {
+    GatewayReply {
         status: charge.status,
         gateway_reference: Some(charge.reference),
         decline_code: charge.decline_code,
-        checks: checks.saturating_add(1),
-    })
+        checks,
+    }
 }
 
 fn task_error(err: GatewayError) -> TaskError {

@@ -252,14 +252,9 @@ pub fn cancel_answer(
     body: Result<Vec<u8>, String>,
     payment_id: &str,
 ) -> Result<GatewayCharge, GatewayError> {
-    let effect = Effect::Write;
-    match status.as_u16() {
-        200 => body
-            .and_then(|bytes| wire::parse_charge(&bytes, payment_id))
-            .map_err(|reason| effect.uncertain(reason)),
-        201..=299 => Err(effect.uncertain(format!("unexpected {status} answer to a cancel"))),
-        _ => Err(status_error(status, &body.unwrap_or_default(), effect)),
-    }
+    write_answer(status, body, "cancel", |bytes| {
+        wire::parse_charge(bytes, payment_id)
+    })
 }
 
 /// What an HTTP answer to a refund means (see [`charge_answer`]).
@@ -268,12 +263,25 @@ pub fn refund_answer(
     body: Result<Vec<u8>, String>,
     refund_id: &str,
 ) -> Result<GatewayRefund, GatewayError> {
+    write_answer(status, body, "refund", |bytes| {
+        wire::parse_refund(bytes, refund_id)
+    })
+}
+
+/// A write whose only success is 200 with a body `parse` reads; an
+/// unreadable or unexpected success is ambiguous (it may have happened).
+fn write_answer<T>(
+    status: StatusCode,
+    body: Result<Vec<u8>, String>,
+    operation: &str,
+    parse: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<T, GatewayError> {
     let effect = Effect::Write;
     match status.as_u16() {
         200 => body
-            .and_then(|bytes| wire::parse_refund(&bytes, refund_id))
+            .and_then(|bytes| parse(&bytes))
             .map_err(|reason| effect.uncertain(reason)),
-        201..=299 => Err(effect.uncertain(format!("unexpected {status} answer to a refund"))),
+        201..=299 => Err(effect.uncertain(format!("unexpected {status} answer to a {operation}"))),
         _ => Err(status_error(status, &body.unwrap_or_default(), effect)),
     }
 }
