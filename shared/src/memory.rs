@@ -456,13 +456,12 @@ impl IdempotencyRepo for InMemoryStore {
         Ok(())
     }
 
-    async fn release(&self, key: &str) -> Result<(), StoreError> {
+    async fn release(&self, key: &str, claimed_at: Timestamp) -> Result<(), StoreError> {
         let mut tables = self.lock();
         tables.injected_failure()?;
-        let in_progress = tables
-            .idempotency
-            .get(key)
-            .is_some_and(|record| record.state == IdempotencyState::InProgress);
+        let in_progress = tables.idempotency.get(key).is_some_and(|record| {
+            record.state == IdempotencyState::InProgress && record.created_at == claimed_at
+        });
         if in_progress {
             tables.idempotency.remove(key);
         }

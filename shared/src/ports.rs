@@ -185,8 +185,10 @@ pub trait IdempotencyRepo: Send + Sync {
     async fn complete(&self, key: &str, state: &IdempotencyState) -> Result<(), StoreError>;
 
     /// Drops an in-progress claim (the request failed before any effect), so
-    /// the client may retry with the same key.
-    async fn release(&self, key: &str) -> Result<(), StoreError>;
+    /// the client may retry with the same key. Only the claim made at
+    /// `claimed_at` is dropped: a release retried after its first try
+    /// committed never drops the claim of the request that came next.
+    async fn release(&self, key: &str, claimed_at: Timestamp) -> Result<(), StoreError>;
 }
 
 #[async_trait]

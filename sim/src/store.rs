@@ -265,8 +265,8 @@ impl IdempotencyRepo for FaultyStore {
             .await
     }
 
-    async fn release(&self, key: &str) -> Result<(), StoreError> {
-        let work = self.inner.release(key);
+    async fn release(&self, key: &str, claimed_at: Timestamp) -> Result<(), StoreError> {
+        let work = self.inner.release(key, claimed_at);
         self.call("idempotency release", key, Access::Write, work)
             .await
     }

@@ -51,6 +51,18 @@ const REGRESSION_SEEDS: &[(u64, &str, &str)] = &[
         "store-commit-then-error",
         "j: a create that committed but answered an error left a payment PENDING",
     ),
+    (
+        60718,
+        "all",
+        "k: a refused start whose FAILED fence could not be written left the payment PENDING \
+         with nothing driving it",
+    ),
+    (
+        94921,
+        "all",
+        "l: \"not charged\" was said while the key, never released, resumed that payment and \
+         charged it",
+    ),
 ];
 
 /// Seeds scanned for the known refund defect (issue 10, 5h): a refund

@@ -868,7 +868,10 @@ pub async fn idempotency_keys_are_claimed_once(store: Arc<dyn Store>) {
             .await
             .is_err()
     );
-    store.release(&record.idempotency_key).await.unwrap();
+    store
+        .release(&record.idempotency_key, record.created_at)
+        .await
+        .unwrap();
     assert!(matches!(
         store.claim(&again, now).await.unwrap(),
         ClaimOutcome::Existing(_)
@@ -876,7 +879,19 @@ pub async fn idempotency_keys_are_claimed_once(store: Arc<dyn Store>) {
     // A released in-progress key can be claimed again
     let other = IdempotencyRecord::claim("POST /payments#key-2".into(), "h".into(), now);
     store.claim(&other, now).await.unwrap();
-    store.release(&other.idempotency_key).await.unwrap();
+    // (a release of an earlier claim of that key drops nothing)
+    store
+        .release(&other.idempotency_key, now.plus_seconds(-5))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.claim(&other, now).await.unwrap(),
+        ClaimOutcome::Existing(_)
+    ));
+    store
+        .release(&other.idempotency_key, other.created_at)
+        .await
+        .unwrap();
     assert_eq!(
         store.claim(&other, now).await.unwrap(),
         ClaimOutcome::Claimed

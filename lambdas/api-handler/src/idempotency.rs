@@ -77,6 +77,10 @@ pub enum Disposition {
 pub struct Outcome {
     pub response: Response,
     pub disposition: Disposition,
+    /// Sent instead of `response` when a [`Disposition::Release`] could not
+    /// be written: for answers that are only true if a retry of the key
+    /// cannot resume the request with the same ids.
+    pub unreleased: Option<Response>,
 }
 
 impl Outcome {
@@ -87,19 +91,31 @@ impl Outcome {
             400..=499 => Disposition::Release,
             _ => Disposition::Keep,
         };
-        Self {
-            response,
-            disposition,
-        }
+        Self::with(response, disposition)
     }
 
     pub fn with(response: Response, disposition: Disposition) -> Self {
         Self {
             response,
             disposition,
+            unreleased: None,
+        }
+    }
+
+    /// Release the key and answer `response`; if the release cannot be
+    /// written (the key stays claimed and a retry resumes), answer
+    /// `unreleased` instead.
+    pub fn released_or(response: Response, unreleased: Response) -> Self {
+        Self {
+            unreleased: Some(unreleased),
+            ..Self::with(response, Disposition::Release)
         }
     }
 }
+
+/// Attempts at releasing or completing a key before leaving it claimed.
+const FINISH_ATTEMPT_COUNT_MAX: u32 = 3;
+const FINISH_BACKOFF_MS: u64 = 50;
 
 /// Runs `work` under `key` (or plainly without one). `work` receives the
 /// ULID to build its new id from: random without a key, derived with one.
@@ -111,27 +127,32 @@ where
     let Some(key) = key else {
         return work(shared::domain::source::ulid()).await.response;
     };
-    let seed = match begin(repo, &key).await {
-        Ok(seed) => seed,
+    let claim = match begin(repo, &key).await {
+        Ok(claim) => claim,
         Err(answer) => return answer,
     };
-    let outcome = work(seed).await;
-    finish(repo, &key, &outcome).await;
-    outcome.response
+    let outcome = work(derived_seed(&key.scoped, claim)).await;
+    finish(repo, &key, claim, outcome).await
 }
 
-async fn begin(repo: &dyn IdempotencyRepo, key: &Key) -> Result<Ulid, Response> {
+/// Claims the key (or resumes a dead request's claim); returns the claim's
+/// time, which the request's ids are derived from.
+async fn begin(repo: &dyn IdempotencyRepo, key: &Key) -> Result<Timestamp, Response> {
     let now = Timestamp::now();
     let record = IdempotencyRecord::claim(key.scoped.clone(), key.request_hash.clone(), now);
     match repo.claim(&record, now).await {
-        Ok(ClaimOutcome::Claimed) => Ok(derived_seed(&key.scoped, now)),
+        Ok(ClaimOutcome::Claimed) => Ok(now),
         Ok(ClaimOutcome::Existing(existing)) => earlier_use(key, &existing, now),
         Err(err) => Err(Response::error(err.into())),
     }
 }
 
 /// The key was used before: replay, refuse, wait, or resume a dead request.
-fn earlier_use(key: &Key, existing: &IdempotencyRecord, now: Timestamp) -> Result<Ulid, Response> {
+fn earlier_use(
+    key: &Key,
+    existing: &IdempotencyRecord,
+    now: Timestamp,
+) -> Result<Timestamp, Response> {
     if existing.request_hash != key.request_hash {
         let err = ApiError::new(
             Code::IdempotencyKeyReused,
@@ -152,7 +173,7 @@ fn earlier_use(key: &Key, existing: &IdempotencyRecord, now: Timestamp) -> Resul
             let stale_at = existing.created_at.plus_seconds(IN_PROGRESS_STALE_SECONDS);
             if now >= stale_at {
                 info!(idempotencyKey = %key.scoped, "resuming a request that never finished");
-                return Ok(derived_seed(&key.scoped, existing.created_at));
+                return Ok(existing.created_at);
             }
             let wait_seconds = stale_at
                 .unix_seconds()
@@ -168,23 +189,46 @@ fn earlier_use(key: &Key, existing: &IdempotencyRecord, now: Timestamp) -> Resul
     }
 }
 
-async fn finish(repo: &dyn IdempotencyRepo, key: &Key, outcome: &Outcome) {
-    let result = match outcome.disposition {
-        Disposition::Complete => {
-            let state = IdempotencyState::Completed {
-                status_code: outcome.response.status,
-                body: outcome.response.body.clone(),
-            };
-            repo.complete(&key.scoped, &state).await
+/// Records the outcome under the key (a few tries: a key left claimed is
+/// resumed later with the same ids) and returns the answer to send.
+async fn finish(
+    repo: &dyn IdempotencyRepo,
+    key: &Key,
+    claimed_at: Timestamp,
+    outcome: Outcome,
+) -> Response {
+    let mut result = Ok(());
+    for attempt in 1..=FINISH_ATTEMPT_COUNT_MAX {
+        if attempt > 1 {
+            let backoff = FINISH_BACKOFF_MS * u64::from(attempt - 1);
+            tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
         }
-        Disposition::Release => repo.release(&key.scoped).await,
-        Disposition::Keep => Ok(()),
+        result = match outcome.disposition {
+            Disposition::Complete => {
+                let state = IdempotencyState::Completed {
+                    status_code: outcome.response.status,
+                    body: outcome.response.body.clone(),
+                };
+                repo.complete(&key.scoped, &state).await
+            }
+            Disposition::Release => repo.release(&key.scoped, claimed_at).await,
+            Disposition::Keep => Ok(()),
+        };
+        match &result {
+            Err(err) if err.error_type().is_retryable() => {}
+            _ => break,
+        }
+    }
+    let Err(err) = result else {
+        return outcome.response;
     };
-    // The answer stands either way; a record left in progress is resumed
-    // later with the same ids, so this is worth a warning, not an error.
-    if let Err(err) = result {
-        warn!(idempotencyKey = %key.scoped, disposition = ?outcome.disposition, error = %err,
-            "idempotency record not updated");
+    // A record left in progress is resumed later with the same ids: worth a
+    // warning, and for an answer only true once released, another answer.
+    warn!(idempotencyKey = %key.scoped, disposition = ?outcome.disposition, error = %err,
+        "idempotency record not updated");
+    match (outcome.disposition, outcome.unreleased) {
+        (Disposition::Release, Some(unreleased)) => unreleased,
+        _ => outcome.response,
     }
 }
 

@@ -480,20 +480,22 @@ impl IdempotencyRepo for DynamoStore {
         }
     }
 
-    async fn release(&self, key_text: &str) -> Result<(), StoreError> {
+    async fn release(&self, key_text: &str, claimed_at: Timestamp) -> Result<(), StoreError> {
         let result = self
             .client
             .delete_item()
             .table_name(&self.tables.idempotency)
             .set_key(Some(key(&[(attr::IDEMPOTENCY_KEY, s(key_text))])))
-            .condition_expression("#state = :inProgress")
-            .set_expression_attribute_names(Some(names(&[attr::STATE])))
+            .condition_expression("#state = :inProgress AND #createdAt = :claimedAt")
+            .set_expression_attribute_names(Some(names(&[attr::STATE, attr::CREATED_AT])))
             .expression_attribute_values(":inProgress", s(attr::STATE_IN_PROGRESS))
+            .expression_attribute_values(":claimedAt", s(claimed_at))
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
-            // Absent or completed: nothing of ours to release.
+            // Absent, completed, or another request's claim: nothing of ours
+            // to release.
             Err(err) if is_condition_failed(&err) => Ok(()),
             Err(err) => Err(repo_error(err).into()),
         }

@@ -14,7 +14,7 @@ use ulid::Ulid;
 use crate::body::JsonObject;
 use crate::error::{ApiError, Code};
 use crate::http::{Request, Response};
-use crate::idempotency::{self, Disposition, Outcome};
+use crate::idempotency::{self, Disposition, IN_PROGRESS_STALE_SECONDS, Outcome};
 use crate::ports::SagaStartError;
 use crate::requests::{CreatePayment, parse_payment_id, parse_user_id};
 use crate::{Deps, views};
@@ -33,9 +33,15 @@ const CREATE_BACKOFF_MS: u64 = 50;
 /// Attempts at a saga start that may or may not have happened.
 const START_ATTEMPT_COUNT_MAX: u32 = 3;
 const START_BACKOFF_MS: u64 = 100;
-/// Attempts at marking a payment FAILED when its saga did not start.
-const FAIL_ATTEMPT_COUNT_MAX: u32 = 3;
-const FAIL_BACKOFF_MS: u64 = 50;
+/// Attempts at settling a payment whose saga did not start: each marks it
+/// FAILED and, when the store cannot be written, tries the start again.
+const SETTLE_ATTEMPT_COUNT_MAX: u32 = 6;
+/// Doubling from here: 50, 100, 200, 400, 800 ms (1.55 s in all, well inside
+/// the function's 20 s).
+const SETTLE_BACKOFF_MS: u64 = 50;
+/// Metric of a payment left PENDING with no saga (alarmed on; the
+/// reconciler's sweep and a retry of the key both resume it).
+pub const METRIC_PENDING_WITHOUT_SAGA: &str = "PendingWithoutSaga";
 
 pub async fn create(
     deps: &Deps,
@@ -77,7 +83,7 @@ async fn start_payment(deps: &Deps, command: &CreatePayment, seed: Ulid) -> Outc
         // Started or not (a start may have happened, now or on an earlier
         // attempt of this request), the payment is fenced: FAILED while still
         // PENDING, or left to the saga that has moved it on.
-        Err(err) => saga_not_started(deps, &payment, &err).await,
+        Err(err) => saga_not_started(deps, &payment, &input, err).await,
     }
 }
 
@@ -155,7 +161,14 @@ fn saga_unconfirmed(payment_id: PaymentId, err: &SagaStartError) -> Outcome {
 /// while still PENDING — a fence a saga that did start cannot pass — and the
 /// client may retry, which creates a new payment; nothing was charged. A
 /// payment its saga has moved on is left to it (503, "do not pay again").
-async fn saga_not_started(deps: &Deps, payment: &Payment, err: &SagaStartError) -> Outcome {
+/// While the store cannot take the fence, the start is tried again: whichever
+/// lands first settles the payment.
+async fn saga_not_started(
+    deps: &Deps,
+    payment: &Payment,
+    input: &SagaInput,
+    mut err: SagaStartError,
+) -> Outcome {
     let payment_id = payment.payment_id;
     error!(paymentId = %payment_id, error = %err, "saga not started; failing the payment");
     // Only while still PENDING: a saga that did start (an ambiguous start) and
@@ -165,7 +178,7 @@ async fn saga_not_started(deps: &Deps, payment: &Payment, err: &SagaStartError) 
     // gives back any debit it made.
     let change =
         PaymentChange::failed(SAGA_NOT_STARTED.to_owned()).only_from(PaymentStatus::Pending);
-    for attempt in 1..=FAIL_ATTEMPT_COUNT_MAX {
+    for attempt in 1..=SETTLE_ATTEMPT_COUNT_MAX {
         match deps
             .payments
             .transition(&payment_id, &change, Timestamp::now())
@@ -175,35 +188,66 @@ async fn saga_not_started(deps: &Deps, payment: &Payment, err: &SagaStartError) 
                 let response = not_started(payment_id, Some(err.to_string()));
                 return Outcome::with(response, Disposition::Release);
             }
-            // Not PENDING any more: a saga did start after all (an ambiguous
-            // start). A retry of the key resumes and finds that execution.
             // Never recorded (its create failed), and no start may have
-            // happened: nothing exists, nothing runs.
+            // happened: nothing exists, nothing runs — as long as a retry of
+            // the key cannot resume this payment, so the claim must be
+            // released before that is said.
             Err(StoreError::NotFound { .. }) if !err.may_have_started() => {
                 let response = not_started(payment_id, Some(err.to_string()));
-                return Outcome::with(response, Disposition::Release);
+                return Outcome::released_or(response, not_yet_started(payment_id, &err));
             }
             // Not recorded yet, but a saga may have started and will create
             // it: the client must not pay again.
-            Err(StoreError::NotFound { .. }) => return saga_unconfirmed(payment_id, err),
+            Err(StoreError::NotFound { .. }) => return saga_unconfirmed(payment_id, &err),
+            // Not PENDING any more: a saga did start after all (an ambiguous
+            // start). A retry of the key resumes and finds that execution.
             Err(StoreError::Transition(refused)) => {
                 warn!(paymentId = %payment_id, error = %refused, "payment moved on; its saga is running");
-                return saga_unconfirmed(payment_id, err);
+                return saga_unconfirmed(payment_id, &err);
             }
             Err(store_err) => {
-                warn!(paymentId = %payment_id, attempt, error = %store_err, "could not fail the payment");
-                tokio::time::sleep(Duration::from_millis(FAIL_BACKOFF_MS * u64::from(attempt)))
-                    .await;
+                warn!(paymentId = %payment_id, attempt, error = %store_err,
+                    "could not fail the payment; trying its start again");
             }
+        }
+        match deps.saga.start(input).await {
+            Ok(execution_arn) => {
+                info!(paymentId = %payment_id, executionArn = %execution_arn, attempt,
+                    "payment saga started on a later attempt");
+                let body = views::created_payment(payment, &execution_arn);
+                return Outcome::by_status(Response::json(202, &body).with_correlation(payment_id));
+            }
+            // Ambiguity sticks: once a start may have happened, the payment
+            // is never said to be not started unless the fence lands.
+            Err(next) if !err.may_have_started() => err = next,
+            Err(_) => {}
+        }
+        if attempt < SETTLE_ATTEMPT_COUNT_MAX {
+            let backoff_ms = SETTLE_BACKOFF_MS << (attempt - 1);
+            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
         }
     }
     error!(paymentId = %payment_id, alarm = "PENDING_WITHOUT_SAGA",
         "payment left PENDING without a saga; retrying the same Idempotency-Key resumes it");
-    let response = Response::error(ApiError::internal(
-        Code::ServiceUnavailable,
-        err.to_string(),
-    ));
-    Outcome::with(response.with_correlation(payment_id), Disposition::Keep)
+    shared::observability::emit_count(METRIC_PENDING_WITHOUT_SAGA, crate::FUNCTION_NAME);
+    Outcome::with(not_yet_started(payment_id, &err), Disposition::Keep)
+}
+
+/// The answer when "not charged" cannot be made to stay true (the payment
+/// could not be marked FAILED, or the key could not be released, so a retry
+/// resumes this very payment): it has not started yet, and a retry of the key
+/// starts it.
+fn not_yet_started(payment_id: PaymentId, err: &SagaStartError) -> Response {
+    let message = format!(
+        "payment {payment_id} has not started yet. Retry with the same Idempotency-Key to start \
+         it (a request with it may be busy for up to \
+         {IN_PROGRESS_STALE_SECONDS} s), or GET /payments/{payment_id}."
+    );
+    let err = ApiError {
+        detail: Some(err.to_string()),
+        ..ApiError::new(Code::ServiceUnavailable, message)
+    };
+    Response::error(err).with_correlation(payment_id)
 }
 
 fn not_started(payment_id: PaymentId, detail: Option<String>) -> Response {

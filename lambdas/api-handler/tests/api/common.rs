@@ -9,15 +9,15 @@ use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
 use aws_lambda_events::encodings::Body;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
-use shared::StoreError;
 use shared::domain::money::AMOUNT_MAX_DEFAULT;
 use shared::domain::{
-    Money, NewPayment, Payment, PaymentChange, PaymentId, PaymentStatus, Refund, RefundStatus,
-    Timestamp, UserId,
+    ClaimOutcome, IdempotencyRecord, IdempotencyState, Money, NewPayment, Payment, PaymentChange,
+    PaymentId, PaymentStatus, Refund, RefundStatus, Timestamp, UserId,
 };
 use shared::events::{RefundCommand, SagaInput};
 use shared::memory::InMemoryStore;
-use shared::ports::{Created, Page, PaymentRepo, RefundRepo};
+use shared::ports::{Created, IdempotencyRepo, Page, PaymentRepo, RefundRepo};
+use shared::{RepoError, StoreError};
 use tokio::sync::Notify;
 
 pub const REQUEST_ID: &str = "c0ffee00-0000-4000-8000-000000000001";
@@ -225,12 +225,20 @@ impl Harness {
         payment_id
     }
 
-    /// Payments are written through a store whose creates fail as scripted.
-    pub fn with_flaky_creates(mut self) -> (Self, Arc<FlakyCreates>) {
-        let flaky = Arc::new(FlakyCreates {
+    /// Idempotency keys are kept in a store whose releases always fail.
+    pub fn with_unreleasable_keys(mut self) -> Self {
+        self.deps.idempotency = Arc::new(UnreleasableKeys(self.store.clone()));
+        self
+    }
+
+    /// Payments are written through a store whose creates (and the first
+    /// transitions, if asked) fail as scripted.
+    pub fn with_flaky_payments(mut self) -> (Self, Arc<FlakyPayments>) {
+        let flaky = Arc::new(FlakyPayments {
             store: self.store.clone(),
             failures: Mutex::new(VecDeque::new()),
             attempts: Mutex::new(0),
+            transition_failures: Mutex::new(0),
         });
         self.deps.payments = flaky.clone();
         (self, flaky)
@@ -367,16 +375,23 @@ pub enum CreateFailure {
     After(StoreError),
 }
 
-/// The in-memory payment store, with creates that fail as scripted.
-pub struct FlakyCreates {
+/// The in-memory payment store, with creates that fail as scripted and
+/// transitions that throttle a given number of times.
+pub struct FlakyPayments {
     store: Arc<InMemoryStore>,
     failures: Mutex<VecDeque<CreateFailure>>,
     attempts: Mutex<u32>,
+    transition_failures: Mutex<u32>,
 }
 
-impl FlakyCreates {
+impl FlakyPayments {
     pub fn fail(&self, failures: impl IntoIterator<Item = CreateFailure>) {
         self.failures.lock().unwrap().extend(failures);
+    }
+
+    /// The next `count` transitions are throttled, writing nothing.
+    pub fn throttle_transitions(&self, count: u32) {
+        *self.transition_failures.lock().unwrap() = count;
     }
 
     pub fn attempt_count(&self) -> u32 {
@@ -385,7 +400,7 @@ impl FlakyCreates {
 }
 
 #[async_trait]
-impl PaymentRepo for FlakyCreates {
+impl PaymentRepo for FlakyPayments {
     async fn create(&self, new: NewPayment, at: Timestamp) -> Result<Created<Payment>, StoreError> {
         *self.attempts.lock().unwrap() += 1;
         let failure = self.failures.lock().unwrap().pop_front();
@@ -411,6 +426,15 @@ impl PaymentRepo for FlakyCreates {
         change: &PaymentChange,
         at: Timestamp,
     ) -> Result<Payment, StoreError> {
+        {
+            let mut left = self.transition_failures.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return Err(StoreError::Repo(RepoError::Throttled(
+                    "Rate exceeded".into(),
+                )));
+            }
+        }
         PaymentRepo::transition(self.store.as_ref(), payment_id, change, at).await
     }
 
@@ -421,6 +445,30 @@ impl PaymentRepo for FlakyCreates {
         cursor: Option<&str>,
     ) -> Result<Page<Payment>, StoreError> {
         PaymentRepo::list_by_user(self.store.as_ref(), user_id, limit, cursor).await
+    }
+}
+
+/// The in-memory idempotency store, whose releases never land.
+pub struct UnreleasableKeys(Arc<InMemoryStore>);
+
+#[async_trait]
+impl IdempotencyRepo for UnreleasableKeys {
+    async fn claim(
+        &self,
+        record: &IdempotencyRecord,
+        now: Timestamp,
+    ) -> Result<ClaimOutcome, StoreError> {
+        self.0.claim(record, now).await
+    }
+
+    async fn complete(&self, key: &str, state: &IdempotencyState) -> Result<(), StoreError> {
+        self.0.complete(key, state).await
+    }
+
+    async fn release(&self, _key: &str, _claimed_at: Timestamp) -> Result<(), StoreError> {
+        Err(StoreError::Repo(RepoError::Unavailable(
+            "connection reset".into(),
+        )))
     }
 }
 

@@ -448,7 +448,7 @@ fn store_down() -> StoreError {
 #[tokio::test]
 async fn a_create_that_committed_despite_its_error_is_found_by_the_retry() {
     // GIVEN a store whose first create commits but answers an error
-    let (h, creates) = Harness::new().with_flaky_creates();
+    let (h, creates) = Harness::new().with_flaky_payments();
     creates.fail([CreateFailure::After(store_down())]);
     // WHEN a payment is created
     let reply = h
@@ -472,7 +472,7 @@ async fn a_create_that_committed_despite_its_error_is_found_by_the_retry() {
 #[tokio::test]
 async fn a_payment_the_store_never_recorded_is_left_to_its_saga() {
     // GIVEN a store that fails every create attempt, writing nothing
-    let (h, creates) = Harness::new().with_flaky_creates();
+    let (h, creates) = Harness::new().with_flaky_payments();
     creates.fail([store_down(), store_down(), store_down()].map(CreateFailure::Before));
     // WHEN a payment is created
     let reply = h
@@ -506,7 +506,7 @@ async fn a_payment_the_store_never_recorded_is_left_to_its_saga() {
 #[tokio::test]
 async fn a_create_the_store_refuses_is_not_retried_and_starts_nothing() {
     // GIVEN a store that refuses the create as malformed (our bug)
-    let (h, creates) = Harness::new().with_flaky_creates();
+    let (h, creates) = Harness::new().with_flaky_payments();
     creates.fail([CreateFailure::Before(StoreError::Repo(
         RepoError::Rejected("ValidationException".into()),
     ))]);
@@ -673,4 +673,61 @@ async fn list_validates_its_query() {
         .await;
     assert_eq!(max.status, 200);
     assert_eq!(max.body, json!({"data": [], "nextCursor": null}));
+}
+
+#[tokio::test]
+async fn a_refused_start_whose_failure_cannot_be_recorded_is_started_again() {
+    // GIVEN Step Functions refusing the first start, and a store that
+    // throttles the first write of the payment's FAILED fence
+    let (h, payments) = Harness::new().with_flaky_payments();
+    payments.throttle_transitions(1);
+    h.saga
+        .script([StartAnswer::NotStarted(SagaStartError::Throttled(
+            "Rate exceeded".into(),
+        ))]);
+    // WHEN a payment is created
+    let reply = h
+        .send(pay(json!({"userId": "u1", "amount": 5, "currency": "USD"})).key("k-refused"))
+        .await;
+    // THEN the start tried again while the fence could not land got through:
+    // 202, one saga, the payment PENDING and not left without one
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert_eq!(h.saga.attempt_count(), 2);
+    assert_eq!(h.saga.start_count(), 1);
+    let payment_id = PaymentId::parse(&reply.text("paymentId")).unwrap();
+    assert_eq!(h.payment(&payment_id).await.status, PaymentStatus::Pending);
+}
+
+#[tokio::test]
+async fn not_charged_is_said_only_once_the_key_cannot_resume_that_payment() {
+    // GIVEN a payment never recorded, a refused start, and a key the store
+    // cannot release (a retry of it would resume this very payment id)
+    let (h, creates) = Harness::new()
+        .with_unreleasable_keys()
+        .with_flaky_payments();
+    creates.fail([store_down(), store_down(), store_down()].map(CreateFailure::Before));
+    h.saga
+        .fail_with(Some(SagaStartError::Throttled("Rate exceeded".into())));
+    // WHEN the payment is created with a key
+    let body = json!({"userId": "u1", "amount": 5, "currency": "USD"});
+    let reply = h.send(pay(body.clone()).key("k-kept")).await;
+    // THEN 503 without "not charged": the payment has not started yet and a
+    // retry of the key starts it
+    assert_eq!((reply.status, reply.code()), (503, "service_unavailable"));
+    let message = reply.body["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("not charged"), "{message}");
+    assert!(message.contains("has not started yet"), "{message}");
+    let missing = PaymentRepo::get(h.store.as_ref(), &named_payment(&reply))
+        .await
+        .unwrap();
+    assert_eq!(missing, None);
+    // AND the key stays claimed, so a retry resumes that same payment (once
+    // the request counts as dead) instead of making a second one
+    h.saga.fail_with(None);
+    let retry = h.send(pay(body).key("k-kept")).await;
+    assert_eq!(
+        (retry.status, retry.code()),
+        (409, "idempotency_key_in_use")
+    );
+    assert_eq!(h.saga.start_count(), 0);
 }
