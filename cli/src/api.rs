@@ -11,6 +11,9 @@ use crate::error::{CliError, CliResult};
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:3001";
 
 /// A payment as `GET /payments/{id}` and `POST /payments` return it.
+/// How often a refund being waited for is read again.
+const REFUND_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Payment {
@@ -189,6 +192,44 @@ impl Api {
         let path = format!("/payments/{}/refunds", encode(payment_id));
         self.call(Method::POST, &path, Some(body), idempotency_key)
             .await
+    }
+
+    /// Polls the payment until its refund `refund_id` is settled (COMPLETED,
+    /// FAILED or RECONCILIATION_REQUIRED) or `wait` has passed; calls
+    /// `on_status` with every status it sees change. Returns the refund as
+    /// last seen.
+    pub async fn settled_refund(
+        &self,
+        payment_id: &str,
+        refund_id: &str,
+        wait: std::time::Duration,
+        mut on_status: impl FnMut(&str),
+    ) -> CliResult<Value> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut seen = String::new();
+        loop {
+            let payment = self.payment_raw(payment_id).await?;
+            let refund = payment["refunds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["refundId"] == refund_id)
+                .cloned()
+                .unwrap_or(Value::Null);
+            let status = refund["status"].as_str().unwrap_or_default().to_owned();
+            if status != seen {
+                on_status(&status);
+                seen.clone_from(&status);
+            }
+            let settled = matches!(
+                status.as_str(),
+                "COMPLETED" | "FAILED" | "RECONCILIATION_REQUIRED"
+            );
+            if settled || std::time::Instant::now() >= deadline {
+                return Ok(refund);
+            }
+            tokio::time::sleep(REFUND_POLL_INTERVAL).await;
+        }
     }
 
     /// One request; non-2xx answers become [`CliError::Api`] from the JSON error body.

@@ -166,6 +166,10 @@ pub struct RefundArgs {
     pub reason: Option<String>,
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Seconds to wait for the refund saga to settle the refund (0: answer at
+    /// once, with the refund REQUESTED).
+    #[arg(long, default_value_t = 60)]
+    pub wait: u64,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -311,27 +311,52 @@ async fn refund(global: &Global, args: &RefundArgs) -> CliResult<ExitCode> {
             args.idempotency_key.as_deref(),
         )
         .await?;
-    if global.json {
-        print_json(&reply);
-    } else {
-        let text = |key: &str| reply[key].as_str().unwrap_or("-").to_owned();
+    let text = |value: &serde_json::Value, key: &str| value[key].as_str().unwrap_or("-").to_owned();
+    if !global.json {
         println!(
             "↩️  refund {} of {} {} on {}: {}",
-            text("refundId"),
-            text("amount"),
-            text("currency"),
-            text("paymentId"),
-            text("status")
+            text(&reply, "refundId"),
+            text(&reply, "amount"),
+            text(&reply, "currency"),
+            text(&reply, "paymentId"),
+            text(&reply, "status")
         );
-        if reply["failureReason"].is_string() {
-            println!("   Failure Reason: {}", text("failureReason"));
-        }
     }
-    let status = reply["status"].as_str().unwrap_or_default();
-    Ok(if status == "FAILED" {
-        ExitCode::from(1)
+    // The refund saga finishes it; wait for that (showing each step) unless
+    // told not to.
+    let refund = if args.wait > 0 && reply["status"] != "COMPLETED" {
+        let json = global.json;
+        let mut first = true;
+        let settled = api
+            .settled_refund(
+                &args.payment_id,
+                &text(&reply, "refundId"),
+                std::time::Duration::from_secs(args.wait),
+                |status| {
+                    // (the first status is the one just printed)
+                    if !json && !first {
+                        println!("   → {status}");
+                    }
+                    first = false;
+                },
+            )
+            .await?;
+        if settled.is_null() { reply } else { settled }
     } else {
-        ExitCode::SUCCESS
+        reply
+    };
+    if global.json {
+        print_json(&refund);
+    } else if refund["failureReason"].is_string() {
+        println!("   Failure Reason: {}", text(&refund, "failureReason"));
+    }
+    let status = refund["status"].as_str().unwrap_or_default();
+    Ok(match status {
+        "COMPLETED" => ExitCode::SUCCESS,
+        // still under way after --wait: not a failure, but not done
+        "REQUESTED" | "GATEWAY_REFUNDED" if args.wait == 0 => ExitCode::SUCCESS,
+        "REQUESTED" | "GATEWAY_REFUNDED" => ExitCode::from(2),
+        _ => ExitCode::from(1),
     })
 }
 

@@ -111,6 +111,9 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
+/// How long a scenario waits for a refund saga to settle a refund.
+const REFUND_SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 struct Ctx {
     api: Api,
     gateway: Api,
@@ -259,6 +262,28 @@ impl Ctx {
                 ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits for the refund saga to settle `refund` (an answer of
+    /// `POST …/refunds`) and checks it ended `expected`.
+    async fn refund_settled(
+        &self,
+        payment_id: &str,
+        refund: &serde_json::Value,
+        expected: &str,
+    ) -> Result<(), String> {
+        let refund_id = refund["refundId"].as_str().unwrap_or_default();
+        let settled = self
+            .api
+            .settled_refund(payment_id, refund_id, REFUND_SETTLE_WAIT, |_| {})
+            .await
+            .map_err(|e| e.to_string())?;
+        match settled["status"].as_str() {
+            Some(status) if status == expected => Ok(()),
+            other => Err(format!(
+                "refund {refund_id} ended {other:?}, expected {expected}"
+            )),
         }
     }
 
@@ -485,6 +510,8 @@ async fn refunds(ctx: &Ctx) -> Outcome {
         .refund(&payment.payment_id, Some("30"), Some("e2e partial"), None)
         .await
         .map_err(|err| format!("partial refund: {err}"))?;
+    ctx.refund_settled(&payment.payment_id, &partial, "COMPLETED")
+        .await?;
     let after_partial = ctx
         .api
         .payment(&payment.payment_id)
@@ -497,10 +524,13 @@ async fn refunds(ctx: &Ctx) -> Outcome {
         ));
     }
     expect_balance(&ctx.balance(&user).await?, "930.00")?;
-    ctx.api
+    let rest = ctx
+        .api
         .refund(&payment.payment_id, None, Some("e2e rest"), None)
         .await
         .map_err(|err| format!("full refund: {err}"))?;
+    ctx.refund_settled(&payment.payment_id, &rest, "COMPLETED")
+        .await?;
     let after_full = ctx
         .api
         .payment(&payment.payment_id)

@@ -268,8 +268,56 @@ pub struct GatewayReply {
     pub checks: u32,
 }
 
-/// `refund-service`: refund (part of) a completed payment. Invoked by
-/// `api-handler`; idempotent by `refundId`.
+/// `refund-service`: reserve a refund (api-handler, synchronously), then the
+/// steps of the refund saga (`state-machine/refund-saga.asl.json`). Every
+/// action is idempotent by `refundId` and a no-op on a refund past its step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "action",
+    rename_all = "SCREAMING_SNAKE_CASE",
+    rename_all_fields = "camelCase"
+)]
+pub enum RefundTask {
+    /// Record the REQUESTED refund and reserve its amount on the payment.
+    Reserve(RefundCommand),
+    /// Money back at the gateway (idempotent there per `refundId`):
+    /// REQUESTED → GATEWAY_REFUNDED, or FAILED if the gateway refuses.
+    RefundAtGateway { refund_id: RefundId },
+    /// The refund credit in the wallet: GATEWAY_REFUNDED → COMPLETED.
+    CreditWallet { refund_id: RefundId },
+    /// Retries ran out: → RECONCILIATION_REQUIRED (metric and alarm).
+    MarkReconciliationRequired {
+        refund_id: RefundId,
+        /// The error name that led here.
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<String>,
+    },
+}
+
+impl RefundTask {
+    pub fn refund_id(&self) -> RefundId {
+        match self {
+            Self::Reserve(command) => command.refund_id,
+            Self::RefundAtGateway { refund_id }
+            | Self::CreditWallet { refund_id }
+            | Self::MarkReconciliationRequired { refund_id, .. } => *refund_id,
+        }
+    }
+}
+
+/// The execution input of the refund saga; the execution name is the
+/// `refundId`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundSagaInput {
+    pub refund_id: RefundId,
+    pub payment_id: PaymentId,
+    pub amount: Money,
+}
+
+/// A refund to reserve on a completed payment (part of it, or all that is
+/// left).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RefundCommand {

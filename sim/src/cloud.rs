@@ -1,7 +1,8 @@
 //! The simulated platform: Lambda (the real handlers, called through their
 //! library entry points with the runtime's JSON in and out), Step Functions
-//! (the real ASL file through the real interpreter) and the two ports
-//! api-handler uses to reach them. The platform's faults are injected here.
+//! (the real ASL files — the payment saga and the refund saga — through the
+//! real interpreter) and the two ports api-handler uses to reach them. The
+//! platform's faults are injected here.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -19,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use shared::TaskError;
 use shared::domain::Refund;
-use shared::events::{RefundCommand, SagaInput};
+use shared::events::{RefundCommand, RefundSagaInput, RefundTask, SagaInput};
 
 use crate::env::{Env, SimClock};
 use crate::faults::Fault;
@@ -28,8 +29,7 @@ pub const INVOICE_ARN: &str =
     "arn:aws:lambda:us-east-1:000000000000:function:sim-invoice-processor";
 pub const WALLET_ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:sim-wallet-service";
 pub const ADAPTER_ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:sim-payments-adapter";
-const STATE_MACHINE_ARN: &str =
-    "arn:aws:states:us-east-1:000000000000:stateMachine:sim-payment-saga";
+pub const REFUND_ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:sim-refund-service";
 /// Warm invocation overhead, and the rarer cold start, in virtual ms.
 const WARM_MS: std::ops::RangeInclusive<u64> = 1..=20;
 const COLD_MS: std::ops::RangeInclusive<u64> = 300..=1_500;
@@ -42,6 +42,7 @@ pub struct Functions {
     pub wallet: Arc<wallet_service::Deps>,
     /// Several warm instances, each with its own breaker cache.
     pub adapters: Arc<Vec<payments_adapter::Deps>>,
+    pub refund: Arc<refund_service::Deps>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +50,7 @@ enum Function {
     Invoice,
     Wallet,
     Adapter,
+    Refund,
 }
 
 impl Function {
@@ -57,6 +59,7 @@ impl Function {
             INVOICE_ARN => Some(Self::Invoice),
             WALLET_ARN => Some(Self::Wallet),
             ADAPTER_ARN => Some(Self::Adapter),
+            REFUND_ARN => Some(Self::Refund),
             _ => None,
         }
     }
@@ -66,6 +69,7 @@ impl Function {
             Self::Invoice => invoice_processor::FUNCTION_NAME,
             Self::Wallet => wallet_service::FUNCTION_NAME,
             Self::Adapter => payments_adapter::FUNCTION_NAME,
+            Self::Refund => refund_service::FUNCTION_NAME,
         }
     }
 }
@@ -103,7 +107,8 @@ where
 
 fn subject_of(input: &Value) -> String {
     input
-        .get("paymentId")
+        .get("refundId")
+        .or_else(|| input.get("paymentId"))
         .or_else(|| input.get("payment").and_then(|p| p.get("paymentId")))
         .and_then(Value::as_str)
         .unwrap_or("-")
@@ -126,6 +131,13 @@ impl Functions {
                 let deps = self.wallet.clone();
                 through_runtime(input, |event| async move {
                     wallet_service::handle(&deps, event).await
+                })
+                .await
+            }
+            Function::Refund => {
+                let deps = self.refund.clone();
+                through_runtime(input, |event| async move {
+                    refund_service::handle(&deps, event).await
                 })
                 .await
             }
@@ -252,9 +264,11 @@ impl HistorySink for TraceHistory {
     }
 }
 
-/// Step Functions: executions of the payment saga by name.
+/// Step Functions: executions of one state machine by name.
 pub struct StepFunctions {
     env: Env,
+    /// The state machine's name (`sim-payment-saga`, `sim-refund-saga`).
+    machine_name: &'static str,
     machine: Arc<StateMachine>,
     functions: Functions,
     clock: Arc<SimClock>,
@@ -264,10 +278,16 @@ pub struct StepFunctions {
 }
 
 impl StepFunctions {
-    pub fn new(env: Env, machine: StateMachine, functions: Functions) -> Self {
+    pub fn new(
+        env: Env,
+        machine_name: &'static str,
+        machine: StateMachine,
+        functions: Functions,
+    ) -> Self {
         Self {
             clock: Arc::new(SimClock { env: env.clone() }),
             env,
+            machine_name,
             machine: Arc::new(machine),
             functions,
             runs: Mutex::new(BTreeMap::new()),
@@ -277,6 +297,11 @@ impl StepFunctions {
 
     fn runs(&self) -> MutexGuard<'_, BTreeMap<String, Vec<String>>> {
         self.runs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The names executions were started under.
+    pub fn started_names(&self) -> std::collections::BTreeSet<String> {
+        self.runs().keys().cloned().collect()
     }
 
     /// Execution outcomes, by name (`Succeeded`, or the error of a failed one).
@@ -295,14 +320,17 @@ impl StepFunctions {
             list.push(String::new());
             list.len()
         };
+        let machine_name = self.machine_name;
         let execution_arn = format!(
-            "arn:aws:states:us-east-1:000000000000:execution:sim-payment-saga:{name}:{number}"
+            "arn:aws:states:us-east-1:000000000000:execution:{machine_name}:{name}:{number}"
         );
         let ctx = ExecutionContext {
             execution_arn: execution_arn.clone(),
             name: name.to_owned(),
-            state_machine_arn: STATE_MACHINE_ARN.to_owned(),
-            state_machine_name: "sim-payment-saga".to_owned(),
+            state_machine_arn: format!(
+                "arn:aws:states:us-east-1:000000000000:stateMachine:{machine_name}"
+            ),
+            state_machine_name: machine_name.to_owned(),
             role_arn: "arn:aws:iam::000000000000:role/sim".to_owned(),
             start_time: self.env.now(),
             input,
@@ -347,53 +375,47 @@ impl StepFunctions {
     }
 }
 
-/// api-handler's `SagaStarter`: StartExecution, with STANDARD's
-/// de-duplication by name, and its faults.
-pub struct SimSaga(pub Arc<StepFunctions>);
-
-#[async_trait]
-impl SagaStarter for SimSaga {
-    async fn start(&self, input: &SagaInput) -> Result<String, SagaStartError> {
-        let sfn = &self.0;
-        let env = &sfn.env;
-        let name = input.payment_id.to_string();
+impl StepFunctions {
+    /// StartExecution of `name`, with STANDARD's de-duplication by name and
+    /// the start's faults (and, as Express would, sometimes a second
+    /// execution).
+    async fn start(&self, name: &str, value: Value) -> Result<String, SagaStartError> {
+        let env = &self.env;
         env.latency(5..=60).await;
         if env.roll(Fault::StartRefused) {
-            env.trace(&name, "StartExecution throttled, nothing started");
+            env.trace(name, "StartExecution throttled, nothing started");
             return Err(SagaStartError::Throttled("simulated throttling".to_owned()));
         }
-        let value =
-            serde_json::to_value(input).map_err(|err| SagaStartError::Rejected(err.to_string()))?;
         let ambiguous = env.roll(Fault::StartAmbiguous);
         if ambiguous && env.chance(1, 2) {
             env.trace(
-                &name,
+                name,
                 "StartExecution timed out before Step Functions got it",
             );
             return Err(SagaStartError::Ambiguous(
                 "simulated timeout, nothing started".to_owned(),
             ));
         }
-        let existing = sfn.runs().get(&name).map(Vec::len).unwrap_or(0);
+        let existing = self.runs().get(name).map(Vec::len).unwrap_or(0);
         let arn = if existing > 0 {
             // STANDARD: the same name and input is the same execution.
-            env.trace(&name, "StartExecution: already started, same execution");
-            format!("arn:aws:states:us-east-1:000000000000:execution:sim-payment-saga:{name}:1")
+            env.trace(name, "StartExecution: already started, same execution");
+            format!(
+                "arn:aws:states:us-east-1:000000000000:execution:{}:{name}:1",
+                self.machine_name
+            )
         } else {
-            env.trace(&name, "StartExecution");
-            sfn.launch(&name, value.clone(), 0)
+            env.trace(name, "StartExecution");
+            self.launch(name, value.clone(), 0)
         };
         if env.roll(Fault::DuplicateExecution) {
             let delay_ms = env.range(0..=5_000);
-            env.trace(
-                &name,
-                "a second execution for this payment (no de-duplication)",
-            );
-            sfn.launch(&name, value, delay_ms);
+            env.trace(name, "a second execution of this name (no de-duplication)");
+            self.launch(name, value, delay_ms);
         }
         if ambiguous {
             env.trace(
-                &name,
+                name,
                 "StartExecution answered 5xx although the execution started",
             );
             return Err(SagaStartError::Ambiguous(
@@ -404,7 +426,34 @@ impl SagaStarter for SimSaga {
     }
 }
 
-/// api-handler's `RefundInvoker`: a synchronous Lambda invoke of refund-service.
+/// api-handler's `SagaStarter`: StartExecution of the payment saga and of
+/// the refund saga.
+pub struct SimSaga {
+    pub payments: Arc<StepFunctions>,
+    pub refunds: Arc<StepFunctions>,
+}
+
+#[async_trait]
+impl SagaStarter for SimSaga {
+    async fn start(&self, input: &SagaInput) -> Result<String, SagaStartError> {
+        let value =
+            serde_json::to_value(input).map_err(|err| SagaStartError::Rejected(err.to_string()))?;
+        self.payments
+            .start(&input.payment_id.to_string(), value)
+            .await
+    }
+
+    async fn start_refund(&self, input: &RefundSagaInput) -> Result<String, SagaStartError> {
+        let value =
+            serde_json::to_value(input).map_err(|err| SagaStartError::Rejected(err.to_string()))?;
+        self.refunds
+            .start(&input.refund_id.to_string(), value)
+            .await
+    }
+}
+
+/// api-handler's `RefundInvoker`: a synchronous Lambda invoke of
+/// refund-service's RESERVE.
 #[derive(Clone)]
 pub struct SimRefunder {
     pub env: Env,
@@ -413,7 +462,7 @@ pub struct SimRefunder {
 
 #[async_trait]
 impl RefundInvoker for SimRefunder {
-    async fn refund(&self, command: &RefundCommand) -> Result<Refund, RefundInvokeError> {
+    async fn reserve(&self, command: &RefundCommand) -> Result<Refund, RefundInvokeError> {
         let env = &self.env;
         let subject = command.refund_id.to_string();
         if env.roll(Fault::CrashBeforeWrites) {
@@ -424,7 +473,8 @@ impl RefundInvoker for SimRefunder {
             ));
         }
         let reply_lost = env.roll(Fault::RefundReplyLost);
-        let (deps, task_env, input) = (self.deps.clone(), env.clone(), command.clone());
+        let (deps, task_env) = (self.deps.clone(), env.clone());
+        let input = RefundTask::Reserve(command.clone());
         let running = env.spawn(async move {
             task_env.latency(WARM_MS).await;
             let event = LambdaEvent::new(input, Context::default());

@@ -2,7 +2,7 @@
 //! the store's wallets, ledger, payments and refunds, the gateway's records,
 //! and what the clients were told.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use rust_decimal::Decimal;
@@ -21,19 +21,24 @@ use crate::gateway::SimGateway;
 const PAGE_COUNT_MAX: u32 = 100;
 
 /// A defect the simulator knows about and whose fix has not landed yet: its
-/// violations are reported as expected, never silently dropped.
+/// violations are reported as expected, never silently dropped. (Issue 10's
+/// 5h, a refund stranded by any transient failure, was fixed by the refund
+/// saga; what is left of it is below.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum KnownDefect {
-    /// 5h: a refund that meets a transient failure stays REQUESTED or
-    /// GATEWAY_REFUNDED; the durable refund saga (issue 11) fixes it.
-    RefundStrands,
+    /// A refund reserved while its request failed (a lost answer, a busy
+    /// key, throttling) and whose client stopped retrying the key before one
+    /// attempt started its saga: REQUESTED with no execution. The
+    /// reconciler's sweep of unsettled refunds (issue 11, part 3) starts it.
+    RefundReservedWithoutSaga,
 }
 
 impl KnownDefect {
     pub fn describe(self) -> &'static str {
         match self {
-            Self::RefundStrands => {
-                "5h: a refund stranded by a transient failure (fixed by the refund saga, issue 11)"
+            Self::RefundReservedWithoutSaga => {
+                "a refund reserved whose client gave up before its saga started (the \
+                 reconciler's sweep, issue 11, starts it)"
             }
         }
     }
@@ -62,6 +67,9 @@ pub struct Books<'a> {
     pub users: &'a [UserId],
     pub reconciliation_metric_count: u64,
     pub refund_failed_metric_count: u64,
+    pub refund_reconciliation_metric_count: u64,
+    /// Refund ids a refund saga execution was started for.
+    pub refund_executions: &'a BTreeSet<String>,
 }
 
 /// Per payment: what the ledger moved for it.
@@ -327,21 +335,34 @@ fn check_refunds(
         .filter(|refund| refund.status == RefundStatus::Completed)
         .map(|refund| refund.amount.amount())
         .sum();
-    let in_flight: Vec<&&Refund> = refunds
-        .iter()
-        .filter(|r| {
-            matches!(
-                r.status,
-                RefundStatus::Requested | RefundStatus::GatewayRefunded
-            )
-        })
-        .collect();
-    let reserved_in_flight: Decimal = in_flight.iter().map(|r| r.amount.amount()).sum();
+    // Settled without finishing, each with its alarm: RECONCILIATION_REQUIRED
+    // (its credit may or may not have landed) and FAILED (the gateway
+    // refused it; its reservation stays for a person, no credit).
+    let amount_of = |status: RefundStatus| -> Decimal {
+        refunds
+            .iter()
+            .filter(|r| r.status == status)
+            .map(|r| r.amount.amount())
+            .sum()
+    };
+    let flagged = amount_of(RefundStatus::ReconciliationRequired);
+    let refused = amount_of(RefundStatus::Failed);
     let credited: Decimal = moved.refund_credits.values().sum();
     let refunded = payment.refunded_amount.amount();
-    for refund in &in_flight {
+    let never_started = |refund: &Refund| {
+        refund.status == RefundStatus::Requested
+            && !books
+                .refund_executions
+                .contains(&refund.refund_id.to_string())
+    };
+    let mut unstarted = Decimal::ZERO;
+    for refund in refunds.iter().filter(|r| !r.status.is_settled()) {
+        let known = never_started(refund).then_some(KnownDefect::RefundReservedWithoutSaga);
+        if known.is_some() {
+            unstarted += refund.amount.amount();
+        }
         out.push(Violation {
-            known: Some(KnownDefect::RefundStrands),
+            known,
             ..violation(
                 "nothing in flight once quiet",
                 refund.refund_id,
@@ -353,30 +374,29 @@ fn check_refunds(
             )
         });
     }
-    if refunded != completed {
-        // Only the part the stranded refunds explain is the known defect.
-        let known = (refunded == completed + reserved_in_flight && !in_flight.is_empty())
-            .then_some(KnownDefect::RefundStrands);
+    if refunded != completed + flagged + refused {
+        // Only the part the known defect's refunds explain is expected.
+        let known = (unstarted > Decimal::ZERO
+            && refunded == completed + flagged + refused + unstarted)
+            .then_some(KnownDefect::RefundReservedWithoutSaga);
         out.push(Violation {
             known,
             ..violation(
                 "refundedAmount = completed refunds",
                 id,
-                format!("payment says {refunded} refunded, completed refunds {completed}"),
+                format!(
+                    "payment says {refunded} refunded; completed refunds {completed}, \
+                     RECONCILIATION_REQUIRED {flagged}, FAILED {refused}"
+                ),
             )
         });
     }
-    if credited != completed {
-        // A stranded refund whose credit landed before its COMPLETED did.
-        let known = (!in_flight.is_empty()
-            && credited > completed
-            && credited <= completed + reserved_in_flight)
-            .then_some(KnownDefect::RefundStrands);
-        let detail = format!("refund credits {credited}, completed refunds {completed}");
-        out.push(Violation {
-            known,
-            ..violation("refund credits = completed refunds", id, detail)
-        });
+    if credited < completed || credited > completed + flagged {
+        let detail = format!(
+            "refund credits {credited}, completed refunds {completed}, \
+             RECONCILIATION_REQUIRED {flagged}"
+        );
+        out.push(violation("refund credits = completed refunds", id, detail));
     }
     if refunded > payment.amount.amount() {
         out.push(violation(
@@ -462,5 +482,36 @@ fn check_alarms(books: &Books<'_>, collected: &Collected, out: &mut Vec<Violatio
             detail,
         ));
     }
-    let _ = books.refund_failed_metric_count;
+    let count = |status: RefundStatus| {
+        let n = collected
+            .refunds
+            .iter()
+            .filter(|r| r.status == status)
+            .count();
+        u64::try_from(n).unwrap_or(u64::MAX)
+    };
+    let flagged = count(RefundStatus::ReconciliationRequired);
+    if flagged > books.refund_reconciliation_metric_count {
+        let detail = format!(
+            "{flagged} refunds RECONCILIATION_REQUIRED, {} alarms emitted",
+            books.refund_reconciliation_metric_count
+        );
+        out.push(violation(
+            "RECONCILIATION_REQUIRED comes with its alarm",
+            "-",
+            detail,
+        ));
+    }
+    let refused = count(RefundStatus::Failed);
+    if refused > books.refund_failed_metric_count {
+        let detail = format!(
+            "{refused} refunds FAILED, {} alarms emitted",
+            books.refund_failed_metric_count
+        );
+        out.push(violation(
+            "a failed refund comes with its alarm",
+            "-",
+            detail,
+        ));
+    }
 }

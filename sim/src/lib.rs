@@ -35,15 +35,17 @@ use shared::memory::InMemoryStore;
 
 use crate::clients::{Api, Told};
 use crate::cloud::{
-    ADAPTER_ARN, Functions, INVOICE_ARN, SimRefunder, SimSaga, StepFunctions, WALLET_ARN,
+    ADAPTER_ARN, Functions, INVOICE_ARN, REFUND_ARN, SimRefunder, SimSaga, StepFunctions,
+    WALLET_ARN,
 };
 use crate::env::{Env, SimSource, TraceLine};
 use crate::faults::{Fault, FaultSet};
 use crate::gateway::SimGateway;
 use crate::invariants::{Books, Violation};
 
-/// The saga, as deployed.
+/// The sagas, as deployed.
 pub const PAYMENT_SAGA_ASL: &str = include_str!("../../state-machine/payment-saga.asl.json");
+pub const REFUND_SAGA_ASL: &str = include_str!("../../state-machine/refund-saga.asl.json");
 /// Warm payments-adapter instances (each has its own breaker cache).
 const ADAPTER_INSTANCE_COUNT: usize = 3;
 
@@ -132,7 +134,13 @@ async fn run_world(seed: u64, faults: &FaultSet) -> Result<SeedReport, String> {
     let settings = payments_adapter::Config::from_lookup(|_| None)
         .map_err(|err| err.to_string())?
         .breaker;
-    let functions = functions(&env, &store, &gateway, &settings);
+    let refund_deps = Arc::new(refund_service::Deps {
+        payments: store.clone(),
+        refunds: store.clone(),
+        wallets: store.clone(),
+        gateway: Arc::new(gateway.clone()),
+    });
+    let functions = functions(&env, &store, &gateway, &settings, &refund_deps);
     let substitutions = BTreeMap::from([
         (
             "InvoiceProcessorFunctionArn".to_owned(),
@@ -143,18 +151,25 @@ async fn run_world(seed: u64, faults: &FaultSet) -> Result<SeedReport, String> {
             "PaymentsAdapterFunctionArn".to_owned(),
             ADAPTER_ARN.to_owned(),
         ),
+        ("RefundServiceFunctionArn".to_owned(), REFUND_ARN.to_owned()),
     ]);
-    let machine =
-        asl::StateMachine::load(PAYMENT_SAGA_ASL, &substitutions).map_err(|err| err.to_string())?;
-    let sfn = Arc::new(StepFunctions::new(env.clone(), machine, functions));
+    let load =
+        |asl: &str| asl::StateMachine::load(asl, &substitutions).map_err(|err| err.to_string());
+    let sfn = Arc::new(StepFunctions::new(
+        env.clone(),
+        "sim-payment-saga",
+        load(PAYMENT_SAGA_ASL)?,
+        functions.clone(),
+    ));
+    let refund_sfn = Arc::new(StepFunctions::new(
+        env.clone(),
+        "sim-refund-saga",
+        load(REFUND_SAGA_ASL)?,
+        functions,
+    ));
     let refunder = SimRefunder {
         env: env.clone(),
-        deps: Arc::new(refund_service::Deps {
-            payments: store.clone(),
-            refunds: store.clone(),
-            wallets: store.clone(),
-            gateway: Arc::new(gateway.clone()),
-        }),
+        deps: refund_deps,
     };
     let api = Api {
         env: env.clone(),
@@ -164,7 +179,10 @@ async fn run_world(seed: u64, faults: &FaultSet) -> Result<SeedReport, String> {
             wallets: store.clone(),
             refunds: store.clone(),
             idempotency: store.clone(),
-            saga: Arc::new(SimSaga(sfn.clone())),
+            saga: Arc::new(SimSaga {
+                payments: sfn.clone(),
+                refunds: refund_sfn.clone(),
+            }),
             refunder: Arc::new(refunder),
             amount_max: AMOUNT_MAX_DEFAULT,
         }),
@@ -177,6 +195,7 @@ async fn run_world(seed: u64, faults: &FaultSet) -> Result<SeedReport, String> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    let refund_executions = refund_sfn.started_names();
     let books = Books {
         store: &memory,
         gateway: &gateway,
@@ -184,6 +203,9 @@ async fn run_world(seed: u64, faults: &FaultSet) -> Result<SeedReport, String> {
         users: &users,
         reconciliation_metric_count: env.metric("ReconciliationRequired"),
         refund_failed_metric_count: env.metric(refund_service::METRIC_REFUND_FAILED),
+        refund_reconciliation_metric_count: env
+            .metric(refund_service::METRIC_REFUND_RECONCILIATION),
+        refund_executions: &refund_executions,
     };
     let violations = invariants::check(&books).await;
     let (payment_statuses, payment_count, refund_count) = statuses(&memory, &users).await;
@@ -192,7 +214,7 @@ async fn run_world(seed: u64, faults: &FaultSet) -> Result<SeedReport, String> {
         violations,
         injected: env.injected(),
         payment_statuses,
-        executions: sfn.outcomes(),
+        executions: merged(sfn.outcomes(), refund_sfn.outcomes()),
         answers: told.answers,
         payment_count,
         refund_count,
@@ -202,11 +224,25 @@ async fn run_world(seed: u64, faults: &FaultSet) -> Result<SeedReport, String> {
     })
 }
 
+/// Execution outcomes of both sagas, counted (refund saga outcomes named as
+/// such).
+fn merged(
+    payments: BTreeMap<String, u64>,
+    refunds: BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    let mut all = payments;
+    for (outcome, count) in refunds {
+        *all.entry(format!("refund {outcome}")).or_default() += count;
+    }
+    all
+}
+
 fn functions(
     env: &Env,
     store: &Arc<store::FaultyStore>,
     gateway: &SimGateway,
     settings: &BreakerSettings,
+    refund: &Arc<refund_service::Deps>,
 ) -> Functions {
     let adapters = (0..ADAPTER_INSTANCE_COUNT)
         .map(|_| payments_adapter::Deps {
@@ -224,6 +260,7 @@ fn functions(
             wallets: store.clone(),
         }),
         adapters: Arc::new(adapters),
+        refund: refund.clone(),
     }
 }
 

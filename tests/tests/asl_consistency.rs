@@ -800,3 +800,68 @@ fn the_template_provides_every_substitution_the_asl_uses() {
         );
     }
 }
+
+fn refund_asl() -> Value {
+    let path = repo_root().join("state-machine/refund-saga.asl.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The refund saga: every task is refund-service's, builds a command it
+/// accepts, retries only transient errors (and, because the gateway refunds
+/// idempotently by refund id, an ambiguous gateway answer, which a retry asks
+/// about again), bounded and jittered; a refusal fails the refund; anything
+/// else that runs out goes to reconciliation; every placeholder is
+/// substituted by the template.
+#[test]
+fn the_refund_saga_retries_transients_fails_refusals_and_reconciles_the_rest() {
+    let asl = refund_asl();
+    let s = states(&asl);
+    let state = json!({
+        "refundId": "ref_01JAAAAAAAAAAAAAAAAAAAAAAA",
+        "paymentId": "pay_01JAAAAAAAAAAAAAAAAAAAAAAA",
+        "amount": {"amount": "5.00", "currency": "USD"},
+        "reconciliation": {"Error": "States.Timeout", "Cause": "timed out"}
+    });
+    let template = std::fs::read_to_string(repo_root().join("template.yml")).unwrap();
+    for (name, task) in s.iter().filter(|(_, s)| s["Type"] == "Task") {
+        assert_eq!(task["Resource"], "${RefundServiceFunctionArn}", "{name}");
+        let command = fill(&task["Parameters"], &state);
+        let parsed = serde_json::from_value::<shared::events::RefundTask>(command);
+        assert!(parsed.is_ok(), "{name}: {parsed:?}");
+        assert!(task["TimeoutSeconds"].as_u64().is_some(), "{name}");
+        for rule in rules(task, "Retry") {
+            for error in names(rule) {
+                let ambiguous_refund = name == "RefundAtGateway" && error == "GatewayAmbiguous";
+                assert!(
+                    TRANSIENT.contains(&error.as_str()) || ambiguous_refund,
+                    "{name} retries {error}"
+                );
+            }
+            assert_eq!(rule["JitterStrategy"], "FULL", "{name}");
+            assert!(rule["MaxDelaySeconds"].as_u64().unwrap() <= 60, "{name}");
+            assert!(
+                (1..=10).contains(&rule["MaxAttempts"].as_u64().unwrap()),
+                "{name}"
+            );
+        }
+        if name != "MarkRefundReconciliationRequired" {
+            assert_eq!(
+                catch_target(task, "States.Timeout").as_deref(),
+                Some("MarkRefundReconciliationRequired"),
+                "{name}"
+            );
+        }
+    }
+    assert_eq!(
+        catch_target(&s["RefundAtGateway"], "GatewayRejected").as_deref(),
+        Some("RefundRefused")
+    );
+    // The wallet credit is never failed: the gateway has paid out.
+    assert_eq!(
+        catch_target(&s["CreditWallet"], "GatewayRejected").as_deref(),
+        Some("MarkRefundReconciliationRequired")
+    );
+    assert!(template.contains("DefinitionUri: state-machine/refund-saga.asl.json"));
+    assert!(template.contains("RefundServiceFunctionArn:"));
+    assert!(template.contains("REFUND_STATE_MACHINE_ARN: !Ref RefundSagaStateMachine"));
+}

@@ -168,6 +168,32 @@ impl Client {
         }
     }
 
+    /// Polls until the refund saga has settled `refund` (an answer of
+    /// `POST …/refunds`); returns the refund as the payment shows it.
+    async fn refund_settled(&self, payment_id: &str, refund: &Value) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(SETTLE_SECONDS_MAX);
+        loop {
+            let payment = self.payment(payment_id).await;
+            let found = payment["refunds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["refundId"] == refund["refundId"])
+                .cloned()
+                .unwrap_or(Value::Null);
+            let status = found["status"].as_str().unwrap_or_default();
+            if ["COMPLETED", "FAILED", "RECONCILIATION_REQUIRED"].contains(&status) {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "refund {} still {status} after {SETTLE_SECONDS_MAX} s",
+                refund["refundId"]
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A local-only admin route of the edge (`/_local/...`).
     async fn edge_admin(
         &self,
@@ -422,7 +448,12 @@ fn full_and_partial_refunds_credit_the_wallet_back() {
                 None,
             )
             .await;
-        assert_eq!(status, 201, "{refund}");
+        assert_eq!(status, 202, "{refund}");
+        assert_eq!(refund["status"], "REQUESTED", "{refund}");
+        assert_eq!(
+            client.refund_settled(&payment_id, &refund).await["status"],
+            "COMPLETED"
+        );
         assert_eq!(
             client.payment(&payment_id).await["status"],
             "PARTIALLY_REFUNDED"
@@ -431,7 +462,11 @@ fn full_and_partial_refunds_credit_the_wallet_back() {
         let (status, refund) = client
             .send(reqwest::Method::POST, &path, Some(json!({})), None)
             .await;
-        assert_eq!(status, 201, "{refund}");
+        assert_eq!(status, 202, "{refund}");
+        assert_eq!(
+            client.refund_settled(&payment_id, &refund).await["status"],
+            "COMPLETED"
+        );
         let payment = client.payment(&payment_id).await;
         assert_eq!(payment["status"], "REFUNDED");
         assert_eq!(payment["refundedAmount"], "60.00");

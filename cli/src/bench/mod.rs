@@ -817,6 +817,7 @@ impl Bench<'_> {
                     )
                 }
                 "refund-service" => json!({
+                    "action": "RESERVE",
                     "refundId": format!("ref_{}", ulid::Ulid::new()),
                     "paymentId": paid(i),
                     "amount": {"amount": "0.01", "currency": CURRENCY},

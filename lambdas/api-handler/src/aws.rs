@@ -15,7 +15,7 @@ use aws_sdk_sfn::error::ProvideErrorMetadata;
 use aws_sdk_sfn::operation::start_execution::StartExecutionError;
 use serde::Deserialize;
 use shared::domain::Refund;
-use shared::events::{RefundCommand, SagaInput};
+use shared::events::{RefundCommand, RefundSagaInput, RefundTask, SagaInput};
 use shared::ports::{IdempotencyRepo, PaymentEventRepo, PaymentRepo, RefundRepo, WalletRepo};
 use shared::{ErrorType, TaskError};
 use tracing::info;
@@ -46,6 +46,7 @@ where
         saga: Arc::new(SfnSagaStarter {
             client: aws_sdk_sfn::Client::new(sdk),
             state_machine_arn: config.state_machine_arn.clone(),
+            refund_state_machine_arn: config.refund_state_machine_arn.clone(),
         }),
         refunder: Arc::new(LambdaRefundInvoker::new(sdk, &config.refund_function_name)),
         amount_max: config.amount_max,
@@ -55,19 +56,23 @@ where
 pub struct SfnSagaStarter {
     client: aws_sdk_sfn::Client,
     state_machine_arn: String,
+    refund_state_machine_arn: String,
 }
 
-#[async_trait]
-impl SagaStarter for SfnSagaStarter {
-    async fn start(&self, input: &SagaInput) -> Result<String, SagaStartError> {
-        let name = input.payment_id.to_string();
+impl SfnSagaStarter {
+    async fn start_named<T: serde::Serialize>(
+        &self,
+        state_machine_arn: &str,
+        name: &str,
+        input: &T,
+    ) -> Result<String, SagaStartError> {
         let body = serde_json::to_string(input)
             .map_err(|err| SagaStartError::Rejected(err.to_string()))?;
         let result = self
             .client
             .start_execution()
-            .state_machine_arn(&self.state_machine_arn)
-            .name(&name)
+            .state_machine_arn(state_machine_arn)
+            .name(name)
             .input(body)
             .send()
             .await;
@@ -78,7 +83,7 @@ impl SagaStarter for SfnSagaStarter {
                 let status = err.raw_response().map(|r| r.status().as_u16());
                 match err.as_service_error() {
                     Some(service) => {
-                        start_refusal(service, status, detail, &self.state_machine_arn, &name)
+                        start_refusal(service, status, detail, state_machine_arn, name)
                     }
                     // Timeout, connection or unreadable response: the
                     // request may have reached Step Functions.
@@ -86,6 +91,21 @@ impl SagaStarter for SfnSagaStarter {
                 }
             }
         }
+    }
+}
+
+#[async_trait]
+impl SagaStarter for SfnSagaStarter {
+    async fn start(&self, input: &SagaInput) -> Result<String, SagaStartError> {
+        let name = input.payment_id.to_string();
+        self.start_named(&self.state_machine_arn, &name, input)
+            .await
+    }
+
+    async fn start_refund(&self, input: &RefundSagaInput) -> Result<String, SagaStartError> {
+        let name = input.refund_id.to_string();
+        self.start_named(&self.refund_state_machine_arn, &name, input)
+            .await
     }
 }
 
@@ -142,8 +162,8 @@ impl LambdaRefundInvoker {
 
 #[async_trait]
 impl RefundInvoker for LambdaRefundInvoker {
-    async fn refund(&self, command: &RefundCommand) -> Result<Refund, RefundInvokeError> {
-        let payload = serde_json::to_vec(command)
+    async fn reserve(&self, command: &RefundCommand) -> Result<Refund, RefundInvokeError> {
+        let payload = serde_json::to_vec(&RefundTask::Reserve(command.clone()))
             .map_err(|err| RefundInvokeError::Unknown(format!("refund command: {err}")))?;
         let result = self
             .client

@@ -8,6 +8,8 @@ use shared::domain::money::{AMOUNT_MAX_DEFAULT, parse_amount};
 pub struct Config {
     /// `STATE_MACHINE_ARN`: the payment saga.
     pub state_machine_arn: String,
+    /// `REFUND_STATE_MACHINE_ARN`: the refund saga.
+    pub refund_state_machine_arn: String,
     /// `REFUND_FUNCTION_NAME`: refund-service, invoked synchronously.
     pub refund_function_name: String,
     /// `AMOUNT_MAX` (default 1000000): largest payment or top-up, in major units.
@@ -42,6 +44,7 @@ impl Config {
         };
         Ok(Self {
             state_machine_arn: required("STATE_MACHINE_ARN")?,
+            refund_state_machine_arn: required("REFUND_STATE_MACHINE_ARN")?,
             refund_function_name: required("REFUND_FUNCTION_NAME")?,
             amount_max,
         })
@@ -57,11 +60,15 @@ mod tests {
     fn reads_names_and_defaults_the_maximum() {
         let env = |name: &str| match name {
             "STATE_MACHINE_ARN" => Some("arn:aws:states:eu-west-1:1:stateMachine:s".to_owned()),
+            "REFUND_STATE_MACHINE_ARN" => {
+                Some("arn:aws:states:eu-west-1:1:stateMachine:r".to_owned())
+            }
             "REFUND_FUNCTION_NAME" => Some("refund".to_owned()),
             _ => None,
         };
         let config = Config::from_lookup(env).unwrap();
         assert_eq!(config.amount_max, AMOUNT_MAX_DEFAULT);
+        assert!(config.refund_state_machine_arn.ends_with(":r"));
         let with_max = |name: &str| match name {
             "AMOUNT_MAX" => Some("2500.50".to_owned()),
             other => env(other),

@@ -1,10 +1,10 @@
-//! The two ports only this Lambda uses: starting the saga and running a
+//! The two ports only this Lambda uses: starting the sagas and reserving a
 //! refund. Their AWS implementations are in [`crate::aws`]; tests use fakes.
 
 use async_trait::async_trait;
 use shared::TaskError;
 use shared::domain::Refund;
-use shared::events::{RefundCommand, SagaInput};
+use shared::events::{RefundCommand, RefundSagaInput, SagaInput};
 
 /// Why the saga could not be started, by what it says about the execution.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +42,10 @@ pub trait SagaStarter: Send + Sync {
     /// execution (Step Functions STANDARD de-duplicates by name), so a retried
     /// request never starts a second saga.
     async fn start(&self, input: &SagaInput) -> Result<String, SagaStartError>;
+
+    /// Starts the refund saga of a reserved refund, `input.refund_id` as
+    /// execution name (de-duplicated the same way); returns the execution ARN.
+    async fn start_refund(&self, input: &RefundSagaInput) -> Result<String, SagaStartError>;
 }
 
 /// Why a refund invocation did not return a refund.
@@ -61,6 +65,8 @@ pub enum RefundInvokeError {
 
 #[async_trait]
 pub trait RefundInvoker: Send + Sync {
-    /// Runs refund-service synchronously. Idempotent by `command.refund_id`.
-    async fn refund(&self, command: &RefundCommand) -> Result<Refund, RefundInvokeError>;
+    /// Reserves the refund through refund-service (`RESERVE`, synchronously).
+    /// Idempotent by `command.refund_id`: a reserved refund comes back as it
+    /// is now.
+    async fn reserve(&self, command: &RefundCommand) -> Result<Refund, RefundInvokeError>;
 }

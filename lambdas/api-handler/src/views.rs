@@ -67,6 +67,16 @@ pub fn refund(refund: &Refund) -> Value {
     })
 }
 
+/// `POST /payments/{id}/refunds` answer: the reserved refund and the refund
+/// saga execution finishing it.
+pub fn created_refund(reserved: &Refund, execution_arn: &str) -> Value {
+    let mut view = refund(reserved);
+    if let Some(map) = view.as_object_mut() {
+        map.insert("executionArn".to_owned(), json!(execution_arn));
+    }
+    view
+}
+
 pub fn wallet(wallet: &Wallet) -> Value {
     json!({
         "currency": wallet.currency(),

@@ -1,6 +1,9 @@
 //! `refund-service`: refunds all or part of a COMPLETED or PARTIALLY_REFUNDED
-//! payment, exactly once per `refundId`, and can be re-run after a crash or a
-//! failure at any step:
+//! payment, exactly once per `refundId`. api-handler runs step 1 (`RESERVE`,
+//! synchronously) and then starts the refund saga
+//! (`state-machine/refund-saga.asl.json`, execution name = refundId), whose
+//! tasks run steps 2 and 3 and retry them until they land; each step can be
+//! re-run after a crash or a failure at any point:
 //!
 //! 1. **reserve**: one store transaction writes the REQUESTED refund, the
 //!    payment's new refunded amount and status, and the payment's event. It is
@@ -11,22 +14,24 @@
 //! 3. **wallet**: the refund credit `ref_Y#REFUND`, applied exactly once because
 //!    of its ledger `txId` → COMPLETED.
 //!
-//! A re-run finds the stored refund and continues from its status:
-//! REQUESTED → 2 and 3; GATEWAY_REFUNDED → 3; COMPLETED → the refund as it is.
+//! A step run again on a refund past it answers the refund as it is.
 //! Transient failures leave the refund where it is and return `Retryable`,
-//! `GatewayUnavailable` or `GatewayAmbiguous`, so the caller can run it again.
+//! `GatewayUnavailable` or `GatewayAmbiguous`, so the saga runs it again; when
+//! its retries run out it marks the refund RECONCILIATION_REQUIRED
+//! (`MARK_RECONCILIATION_REQUIRED`, metric `RefundReconciliationRequired`).
 
 mod settlement;
 
-pub use settlement::METRIC_REFUND_FAILED;
+pub use settlement::{METRIC_REFUND_FAILED, METRIC_REFUND_RECONCILIATION};
 
 use std::sync::Arc;
 
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
+use shared::domain::RefundId;
 use shared::domain::refund::REFUND_REASON_LENGTH_MAX;
 use shared::domain::{Money, MoneyError, Payment, PaymentStatus, Refund, Timestamp};
-use shared::events::RefundCommand;
+use shared::events::{RefundCommand, RefundTask};
 use shared::ports::{
     Created, PaymentGateway, PaymentRepo, RefundRepo, VERSION_ATTEMPT_COUNT_MAX, WalletRepo,
 };
@@ -70,32 +75,62 @@ impl RefundReply {
     }
 }
 
-pub async fn handle(
-    deps: &Deps,
-    event: LambdaEvent<RefundCommand>,
-) -> Result<RefundReply, TaskError> {
-    let span = shared::invocation_span!(FUNCTION_NAME, event.context, event.payload.payment_id);
+pub async fn handle(deps: &Deps, event: LambdaEvent<RefundTask>) -> Result<RefundReply, TaskError> {
+    let span = shared::invocation_span!(FUNCTION_NAME, event.context, event.payload.refund_id());
     execute(deps, event.payload).instrument(span).await
 }
 
-pub async fn execute(deps: &Deps, command: RefundCommand) -> Result<RefundReply, TaskError> {
-    check_command(&command)?;
-    let refund = match deps.refunds.get(&command.refund_id).await? {
-        Some(stored) => {
-            check_replay(&stored, &command)?;
-            info!(refundId = %stored.refund_id, status = stored.status.as_str(),
-                "refund found, resuming from its status");
-            stored
+pub async fn execute(deps: &Deps, task: RefundTask) -> Result<RefundReply, TaskError> {
+    let refund = match task {
+        RefundTask::Reserve(command) => reserve_once(deps, &command).await?,
+        RefundTask::RefundAtGateway { refund_id } => {
+            settlement::at_gateway(deps, stored(deps, refund_id).await?).await?
         }
-        None => reserve(deps, &command).await?,
+        RefundTask::CreditWallet { refund_id } => {
+            settlement::credit(deps, stored(deps, refund_id).await?).await?
+        }
+        RefundTask::MarkReconciliationRequired {
+            refund_id,
+            reason,
+            cause,
+        } => {
+            let refund = stored(deps, refund_id).await?;
+            settlement::mark_reconciliation_required(deps, refund, &reason, cause.as_deref())
+                .await?
+        }
     };
-    let refund = settlement::settle(deps, refund).await?;
     let payment = deps
         .payments
         .get(&refund.payment_id)
         .await?
         .ok_or_else(|| StoreError::payment_not_found(refund.payment_id))?;
     Ok(RefundReply::new(refund, &payment))
+}
+
+/// Step 1, once per refund id: the stored refund if this id was reserved
+/// before (whatever its status now), else a new reservation.
+async fn reserve_once(deps: &Deps, command: &RefundCommand) -> Result<Refund, TaskError> {
+    check_command(command)?;
+    match deps.refunds.get(&command.refund_id).await? {
+        Some(stored) => {
+            check_replay(&stored, command)?;
+            info!(refundId = %stored.refund_id, status = stored.status.as_str(),
+                "refund already reserved");
+            Ok(stored)
+        }
+        None => reserve(deps, command).await,
+    }
+}
+
+/// The refund a saga step is about; it was reserved before its saga started.
+async fn stored(deps: &Deps, refund_id: RefundId) -> Result<Refund, TaskError> {
+    deps.refunds.get(&refund_id).await?.ok_or_else(|| {
+        StoreError::NotFound {
+            entity: shared::Entity::Refund,
+            id: refund_id.to_string(),
+        }
+        .into()
+    })
 }
 
 /// What can be checked without reading anything: the reason's length and a
@@ -177,6 +212,14 @@ fn refund_amount(payment: &Payment, requested: Option<Money>) -> Result<Money, T
 /// the payment: read it again and decide again, a bounded number of times.
 async fn reserve(deps: &Deps, command: &RefundCommand) -> Result<Refund, TaskError> {
     for attempt in 1..=RESERVE_ATTEMPT_COUNT_MAX {
+        // After a lost race or an unconfirmed write, this refund may be the
+        // one that reserved: found, it is the answer.
+        if attempt > 1
+            && let Some(stored) = deps.refunds.get(&command.refund_id).await?
+        {
+            check_replay(&stored, command)?;
+            return Ok(stored);
+        }
         let payment = deps
             .payments
             .get(&command.payment_id)
@@ -211,6 +254,12 @@ async fn reserve(deps: &Deps, command: &RefundCommand) -> Result<Refund, TaskErr
             // Also a concurrent delivery, which may have resolved a default
             // amount differently: compare with the request, not our decision.
             Err(StoreError::AlreadyExists { .. }) => return stored_replay(deps, command).await,
+            // The transaction may have committed before the error: the next
+            // pass finds the refund (AlreadyExists) or reserves it now.
+            Err(err) if err.error_type().is_retryable() => {
+                warn!(refundId = %refund.refund_id, attempt, error = %err,
+                    "reservation not confirmed; trying again");
+            }
             Err(err) => return Err(err.into()),
         }
     }

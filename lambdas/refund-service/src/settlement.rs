@@ -1,7 +1,9 @@
-//! Steps 2 and 3 of a reserved refund: money back at the gateway, then the
-//! refund credit in the wallet. Each step is idempotent on its own (the gateway
-//! per `refundId`, the ledger per `txId`) and is recorded on the refund before
-//! the next one starts, so a re-run repeats at most the step that was cut off.
+//! Steps 2 and 3 of a reserved refund, the refund saga's tasks: money back at
+//! the gateway, then the refund credit in the wallet. Each step is idempotent
+//! on its own (the gateway per `refundId`, the ledger per `txId`) and is
+//! recorded on the refund before the next one starts, so a re-run repeats at
+//! most the step that was cut off; run on a refund past it, a step answers
+//! the refund as it is.
 
 use shared::domain::{Movement, Refund, RefundStatus, Timestamp};
 use shared::{ErrorType, GatewayError, StoreError, TaskError};
@@ -9,36 +11,71 @@ use tracing::{error, info, warn};
 
 use crate::{Deps, FUNCTION_NAME};
 
-/// Passes through the step loop. Every pass moves the refund forward (a step
-/// of ours, or a re-read after a concurrent invocation's step), and there are
-/// two steps after the reservation; the rest is slack for lost races.
-pub const STEP_COUNT_MAX: u32 = 4;
-
 /// Metric (namespace `PaymentSaga`, dimension `Service`) of a refund whose
 /// money the books and the gateway/wallet disagree on: a person must act.
 pub const METRIC_REFUND_FAILED: &str = "RefundFailed";
+/// Metric of a refund its saga could not finish (RECONCILIATION_REQUIRED).
+pub const METRIC_REFUND_RECONCILIATION: &str = "RefundReconciliationRequired";
 
 /// Longest gateway error code we keep in a refund's failure reason.
 const GATEWAY_CODE_LENGTH_MAX: usize = 64;
 
-/// Drives `refund` from its stored status to COMPLETED.
-pub async fn settle(deps: &Deps, mut refund: Refund) -> Result<Refund, TaskError> {
-    for _ in 0..STEP_COUNT_MAX {
-        refund = match refund.status {
-            RefundStatus::Requested => refund_at_gateway(deps, &refund).await?,
-            RefundStatus::GatewayRefunded => credit_wallet(deps, &refund).await?,
-            RefundStatus::Completed => return Ok(refund),
-            RefundStatus::Failed => return Err(failed(&refund)),
-        };
+/// The saga's `RefundAtGateway`: REQUESTED → GATEWAY_REFUNDED, or FAILED
+/// (answered as `GatewayRejected`, on this run and every re-run).
+pub async fn at_gateway(deps: &Deps, refund: Refund) -> Result<Refund, TaskError> {
+    let refund = match refund.status {
+        RefundStatus::Requested => refund_at_gateway(deps, &refund).await?,
+        _ => refund,
+    };
+    match refund.status {
+        RefundStatus::Failed => Err(failed(&refund)),
+        _ => Ok(refund),
     }
-    Err(TaskError::new(
-        ErrorType::Retryable,
-        format!(
-            "refund {} is still {} after {STEP_COUNT_MAX} steps; retry",
-            refund.refund_id,
-            refund.status.as_str()
-        ),
-    ))
+}
+
+/// The saga's `CreditWallet`: GATEWAY_REFUNDED → COMPLETED.
+pub async fn credit(deps: &Deps, refund: Refund) -> Result<Refund, TaskError> {
+    match refund.status {
+        RefundStatus::GatewayRefunded => credit_wallet(deps, &refund).await,
+        RefundStatus::Failed => Err(failed(&refund)),
+        RefundStatus::Requested => Err(TaskError::new(
+            ErrorType::InvalidTransition,
+            format!(
+                "refund {} is not refunded at the gateway yet",
+                refund.refund_id
+            ),
+        )),
+        RefundStatus::Completed | RefundStatus::ReconciliationRequired => Ok(refund),
+    }
+}
+
+/// The saga's retries ran out: a refund still under way becomes
+/// RECONCILIATION_REQUIRED with the error that led here; a settled one is
+/// answered as it is.
+pub async fn mark_reconciliation_required(
+    deps: &Deps,
+    refund: Refund,
+    reason: &str,
+    cause: Option<&str>,
+) -> Result<Refund, TaskError> {
+    if refund.status.is_settled() {
+        return Ok(refund);
+    }
+    let reason: String = reason.chars().take(GATEWAY_CODE_LENGTH_MAX).collect();
+    let next = refund.advance(
+        RefundStatus::ReconciliationRequired,
+        None,
+        Some(reason),
+        Timestamp::now(),
+    )?;
+    let saved = save_step(deps, next).await?;
+    if saved.status == RefundStatus::ReconciliationRequired {
+        error!(refundId = %saved.refund_id, paymentId = %saved.payment_id, amount = %saved.amount,
+            failureReason = saved.failure_reason.as_deref(), cause,
+            "refund saga gave up; reconciliation required");
+        shared::observability::emit_count(METRIC_REFUND_RECONCILIATION, FUNCTION_NAME);
+    }
+    Ok(saved)
 }
 
 /// Step 2. The gateway deduplicates by `refundId`, so calling it again after a

@@ -325,8 +325,18 @@ impl World {
             .unwrap()
     }
 
+    async fn task(&self, task: RefundTask) -> Result<RefundReply, TaskError> {
+        handle(&self.deps, LambdaEvent::new(task, Context::default())).await
+    }
+
+    /// What api-handler and the refund saga do on the way to COMPLETED:
+    /// reserve, refund at the gateway, credit the wallet, stopping at the
+    /// first error (which the saga would retry or catch).
     async fn run(&self, command: RefundCommand) -> Result<RefundReply, TaskError> {
-        handle(&self.deps, LambdaEvent::new(command, Context::default())).await
+        let refund_id = command.refund_id;
+        self.task(RefundTask::Reserve(command)).await?;
+        self.task(RefundTask::RefundAtGateway { refund_id }).await?;
+        self.task(RefundTask::CreditWallet { refund_id }).await
     }
 
     async fn payment(&self, payment_id: &PaymentId) -> Payment {
@@ -779,8 +789,9 @@ async fn two_concurrent_refunds_of_60_on_100_exactly_one_succeeds() {
         })
         .count();
     assert_eq!((succeeded, exceeded), (1, 1));
-    // (each read once, the winner again for its reply, the loser again after losing the race)
-    assert_eq!(read_count.load(Ordering::SeqCst), 4);
+    // (each read once, the winner again for the reply of each of its three
+    // tasks, the loser again after losing the race)
+    assert_eq!(read_count.load(Ordering::SeqCst), 6);
     let stored = world.payment(&payment.payment_id).await;
     assert_eq!(stored.refunded_amount, usd("60"));
     assert_eq!(stored.status, PaymentStatus::PartiallyRefunded);
@@ -802,4 +813,68 @@ async fn a_reservation_that_keeps_losing_its_race_is_retryable() {
         usd("0")
     );
     assert_eq!(read_count.load(Ordering::SeqCst), RESERVE_ATTEMPT_COUNT_MAX);
+}
+
+#[tokio::test]
+async fn exhausted_retries_mark_a_refund_under_way_for_reconciliation_and_nothing_else() {
+    // GIVEN a reserved refund whose gateway step never landed
+    let world = World::new();
+    let payment = world.completed_payment("100").await;
+    world
+        .gateway
+        .fail_next(GatewayError::Unavailable("503".into()), false);
+    let cmd = command(&payment, Some("40"), None);
+    let refund_id = cmd.refund_id;
+    assert!(world.run(cmd.clone()).await.is_err());
+    // WHEN the saga gives up on it
+    let mark = || RefundTask::MarkReconciliationRequired {
+        refund_id,
+        reason: "GatewayUnavailable".into(),
+        cause: Some("gateway down".into()),
+    };
+    let reply = world.task(mark()).await.unwrap();
+    // THEN it is RECONCILIATION_REQUIRED with the reason, and nothing moved
+    assert_eq!(reply.refund.status, RefundStatus::ReconciliationRequired);
+    assert_eq!(
+        reply.refund.failure_reason.as_deref(),
+        Some("GatewayUnavailable")
+    );
+    assert!(world.balance().await.1.is_empty());
+    // AND a late step of the saga does not move it on by itself
+    let late = world
+        .task(RefundTask::CreditWallet { refund_id })
+        .await
+        .unwrap();
+    assert_eq!(late.refund.status, RefundStatus::ReconciliationRequired);
+    assert!(world.balance().await.1.is_empty());
+    // AND marking a completed refund changes nothing
+    let done = command(&payment, Some("10"), None);
+    let done_id = done.refund_id;
+    world.run(done).await.unwrap();
+    let reply = world
+        .task(RefundTask::MarkReconciliationRequired {
+            refund_id: done_id,
+            reason: "States.Timeout".into(),
+            cause: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.refund.status, RefundStatus::Completed);
+}
+
+#[tokio::test]
+async fn the_wallet_step_before_the_gateway_step_is_refused() {
+    // GIVEN a refund only reserved
+    let world = World::new();
+    let payment = world.completed_payment("100").await;
+    let cmd = command(&payment, Some("40"), None);
+    let refund_id = cmd.refund_id;
+    world.task(RefundTask::Reserve(cmd)).await.unwrap();
+    // WHEN its wallet step arrives first THEN it is refused, nothing credited
+    let err = world
+        .task(RefundTask::CreditWallet { refund_id })
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, ErrorType::InvalidTransition);
+    assert!(world.balance().await.1.is_empty());
 }

@@ -17,6 +17,8 @@ pub const REFUND_REASON_LENGTH_MAX: u32 = 256;
 /// `FAILED`: the gateway definitely refused the refund. The reservation on the
 /// payment is NOT undone automatically: money bookkeeping that the gateway and
 /// the ledger disagree on is for an operator to reconcile, never silently reversed.
+/// `RECONCILIATION_REQUIRED`: the refund saga ran out of retries before the
+/// refund finished (metric and alarm); a person or the reconciler settles it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RefundStatus {
@@ -24,6 +26,7 @@ pub enum RefundStatus {
     GatewayRefunded,
     Completed,
     Failed,
+    ReconciliationRequired,
 }
 
 impl RefundStatus {
@@ -33,14 +36,26 @@ impl RefundStatus {
             Self::GatewayRefunded => "GATEWAY_REFUNDED",
             Self::Completed => "COMPLETED",
             Self::Failed => "FAILED",
+            Self::ReconciliationRequired => "RECONCILIATION_REQUIRED",
         }
+    }
+
+    /// Whether the refund saga is done with it (nothing moves it on its own).
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::ReconciliationRequired
+        )
     }
 
     pub fn can_transition_to(self, to: RefundStatus) -> bool {
         use RefundStatus::*;
         match self {
-            Requested => matches!(to, GatewayRefunded | Failed),
-            GatewayRefunded => matches!(to, Completed),
+            Requested => matches!(to, GatewayRefunded | Failed | ReconciliationRequired),
+            GatewayRefunded => matches!(to, Completed | ReconciliationRequired),
+            // A person (or the reconciler) may still finish what the saga
+            // could not.
+            ReconciliationRequired => matches!(to, GatewayRefunded | Completed | Failed),
             Completed | Failed => false,
         }
     }

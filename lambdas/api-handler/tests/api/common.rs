@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 use shared::domain::money::AMOUNT_MAX_DEFAULT;
 use shared::domain::{
     ClaimOutcome, IdempotencyRecord, IdempotencyState, Money, NewPayment, Payment, PaymentChange,
-    PaymentId, PaymentStatus, Refund, RefundStatus, Timestamp, UserId,
+    PaymentId, PaymentStatus, Refund, Timestamp, UserId,
 };
-use shared::events::{RefundCommand, SagaInput};
+use shared::events::{RefundCommand, RefundSagaInput, SagaInput};
 use shared::memory::InMemoryStore;
 use shared::ports::{Created, IdempotencyRepo, Page, PaymentRepo, RefundRepo};
 use shared::{RepoError, StoreError};
@@ -22,6 +22,8 @@ use tokio::sync::Notify;
 
 pub const REQUEST_ID: &str = "c0ffee00-0000-4000-8000-000000000001";
 pub const STATE_MACHINE: &str = "arn:aws:states:us-east-1:123456789012:stateMachine:payment-saga";
+pub const REFUND_STATE_MACHINE: &str =
+    "arn:aws:states:us-east-1:123456789012:stateMachine:refund-saga";
 
 /// One HTTP request as API Gateway would deliver it.
 #[derive(Debug, Clone)]
@@ -279,6 +281,9 @@ pub struct FakeSaga {
     pub gate: Mutex<Option<(Arc<Notify>, Arc<Notify>)>>,
     /// Where a started saga records its progress (`LostAfterProcessing`).
     store: Option<Arc<InMemoryStore>>,
+    /// Refund saga executions (by name), and how every refund start fails.
+    pub refund_starts: Mutex<Vec<RefundSagaInput>>,
+    pub refund_failure: Mutex<Option<SagaStartError>>,
 }
 
 impl FakeSaga {
@@ -364,6 +369,18 @@ impl SagaStarter for FakeSaga {
                 Err(err)
             }
         }
+    }
+
+    async fn start_refund(&self, input: &RefundSagaInput) -> Result<String, SagaStartError> {
+        if let Some(err) = self.refund_failure.lock().unwrap().clone() {
+            return Err(err);
+        }
+        let mut starts = self.refund_starts.lock().unwrap();
+        if !starts.iter().any(|s| s.refund_id == input.refund_id) {
+            starts.push(input.clone());
+        }
+        let machine = REFUND_STATE_MACHINE.replace(":stateMachine:", ":execution:");
+        Ok(format!("{machine}:{}", input.refund_id))
     }
 }
 
@@ -472,8 +489,9 @@ impl IdempotencyRepo for UnreleasableKeys {
     }
 }
 
-/// Plays refund-service over the in-memory store (idempotent by refund id,
-/// completes at once), or fails with a configured error.
+/// Plays refund-service's RESERVE over the in-memory store (idempotent by
+/// refund id: the REQUESTED refund, its amount reserved on the payment), or
+/// fails with a configured error.
 pub struct FakeRefunder {
     store: Arc<InMemoryStore>,
     pub calls: Mutex<Vec<RefundCommand>>,
@@ -500,7 +518,7 @@ impl FakeRefunder {
 
 #[async_trait]
 impl RefundInvoker for FakeRefunder {
-    async fn refund(&self, command: &RefundCommand) -> Result<Refund, RefundInvokeError> {
+    async fn reserve(&self, command: &RefundCommand) -> Result<Refund, RefundInvokeError> {
         self.calls.lock().unwrap().push(command.clone());
         if let Some(err) = self.failure.lock().unwrap().clone() {
             return Err(err);
@@ -523,31 +541,10 @@ impl RefundInvoker for FakeRefunder {
             command.reason.clone(),
             at,
         );
-        let refunded = payment.refunded_amount.checked_add(&amount).unwrap();
-        let to = if refunded == payment.amount {
-            PaymentStatus::Refunded
-        } else {
-            PaymentStatus::PartiallyRefunded
-        };
-        let change = PaymentChange {
-            refunded_amount: Some(refunded),
-            ..PaymentChange::to(to)
-        };
-        PaymentRepo::transition(store, &payment.payment_id, &change, at)
+        let reserved = RefundRepo::reserve(store, &requested, &payment, at)
             .await
             .unwrap();
-        let done = requested
-            .advance(
-                RefundStatus::GatewayRefunded,
-                Some("gwr_1".to_owned()),
-                None,
-                at,
-            )
-            .unwrap()
-            .advance(RefundStatus::Completed, None, None, at)
-            .unwrap();
-        RefundRepo::create(store, &done).await.unwrap();
-        Ok(done)
+        Ok(reserved.into_inner().0)
     }
 }
 

@@ -1,6 +1,6 @@
 //! `POST /payments/{paymentId}/refunds`.
 
-use api_handler::RefundInvokeError;
+use api_handler::{RefundInvokeError, SagaStartError};
 use serde_json::json;
 use shared::domain::PaymentId;
 use shared::{ErrorType, TaskError};
@@ -12,7 +12,7 @@ fn refund(payment_id: &PaymentId, body: serde_json::Value) -> Req {
 }
 
 #[tokio::test]
-async fn a_full_refund_answers_201_and_shows_on_the_payment() {
+async fn a_full_refund_answers_202_and_its_saga_is_started() {
     // GIVEN a completed payment of 80.00
     let h = Harness::new();
     let payment_id = h.completed_payment("u1", "80").await;
@@ -20,16 +20,31 @@ async fn a_full_refund_answers_201_and_shows_on_the_payment() {
     let reply = h
         .send(refund(&payment_id, json!({"reason": "damaged"})))
         .await;
-    // THEN 201 with the refund, for the whole amount
-    assert_eq!(reply.status, 201, "{}", reply.body);
+    // THEN 202 with the reserved refund, for the whole amount, and the
+    // refund saga execution that finishes it
+    assert_eq!(reply.status, 202, "{}", reply.body);
     assert_eq!(
-        golden(&reply.body, &["refundId", "createdAt", "updatedAt"]),
+        golden(
+            &reply.body,
+            &["refundId", "createdAt", "updatedAt", "executionArn"]
+        ),
         json!({"refundId": "<refundId>", "paymentId": payment_id.to_string(),
-               "amount": "80.00", "currency": "USD", "status": "COMPLETED",
-               "reason": "damaged", "gatewayReference": "gwr_1", "failureReason": null,
-               "createdAt": "<createdAt>", "updatedAt": "<updatedAt>"})
+               "amount": "80.00", "currency": "USD", "status": "REQUESTED",
+               "reason": "damaged", "gatewayReference": null, "failureReason": null,
+               "createdAt": "<createdAt>", "updatedAt": "<updatedAt>",
+               "executionArn": "<executionArn>"})
     );
-    assert!(reply.text("refundId").starts_with("ref_"));
+    let refund_id = reply.text("refundId");
+    assert!(refund_id.starts_with("ref_"));
+    assert!(
+        reply
+            .text("executionArn")
+            .ends_with(&format!(":refund-saga:{refund_id}"))
+    );
+    let starts = h.saga.refund_starts.lock().unwrap().clone();
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].refund_id.to_string(), refund_id);
+    assert_eq!(starts[0].amount.amount_text(), "80.00");
     // AND refund-service got the full-refund command
     let calls = h.refunder.calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 1);
@@ -50,7 +65,7 @@ async fn a_partial_refund_carries_its_amount_at_the_payment_scale() {
     let h = Harness::new();
     let payment_id = h.completed_payment("u1", "80").await;
     let reply = h.send(refund(&payment_id, json!({"amount": 20.5}))).await;
-    assert_eq!(reply.status, 201);
+    assert_eq!(reply.status, 202);
     assert_eq!(reply.body["amount"], "20.50");
     let calls = h.refunder.calls.lock().unwrap().clone();
     assert_eq!(calls[0].amount.unwrap().amount_text(), "20.50");
@@ -62,7 +77,7 @@ async fn a_partial_refund_carries_its_amount_at_the_payment_scale() {
         .await;
     assert_eq!(
         (rest.status, rest.text("amount")),
-        (201, "59.50".to_owned())
+        (202, "59.50".to_owned())
     );
 }
 
@@ -73,7 +88,7 @@ async fn a_refund_replayed_with_its_key_is_the_same_refund() {
     let payment_id = h.completed_payment("u1", "80").await;
     let body = json!({"amount": "10"});
     let first = h.send(refund(&payment_id, body).key("refund-1")).await;
-    assert_eq!(first.status, 201);
+    assert_eq!(first.status, 202);
     // WHEN retried with the same key and an equal body
     let again = h
         .send(refund(&payment_id, json!({"amount": 10.00})).key("refund-1"))
@@ -161,7 +176,8 @@ async fn a_throttled_invoke_is_429_and_an_unknown_outcome_keeps_the_key() {
     let throttled = h.send(refund(&payment_id, json!({})).key("r-429")).await;
     assert_eq!((throttled.status, throttled.code()), (429, "rate_limited"));
     assert_eq!(throttled.body["error"]["type"], "rate_limit_error");
-    // THEN the key was released: the retry runs (and now times out)
+    // THEN the key was released: the retry runs (and now times out, every
+    // time it is asked again)
     h.refunder
         .fail_with(Some(RefundInvokeError::Unknown("Sandbox.Timedout".into())));
     let unknown = h.send(refund(&payment_id, json!({})).key("r-429")).await;
@@ -174,7 +190,9 @@ async fn a_throttled_invoke_is_429_and_an_unknown_outcome_keeps_the_key() {
     h.refunder.fail_with(None);
     let busy = h.send(refund(&payment_id, json!({})).key("r-429")).await;
     assert_eq!((busy.status, busy.code()), (409, "idempotency_key_in_use"));
-    assert_eq!(h.refunder.call_count(), 2);
+    // (the throttled call was not repeated; the unknown one was asked again,
+    // 3 times in all: a reservation is idempotent by refund id)
+    assert_eq!(h.refunder.call_count(), 1 + 3);
 }
 
 #[tokio::test]
@@ -246,4 +264,33 @@ async fn refund_requests_are_validated() {
         ("invalid_payment_id", Some("paymentId"))
     );
     assert_eq!(h.refunder.call_count(), 0);
+}
+
+#[tokio::test]
+async fn a_reserved_refund_whose_saga_cannot_start_is_resumed_by_its_key() {
+    // GIVEN Step Functions refusing to start the refund saga
+    let h = Harness::new();
+    let payment_id = h.completed_payment("u1", "80").await;
+    *h.saga.refund_failure.lock().unwrap() =
+        Some(SagaStartError::Throttled("Rate exceeded".into()));
+    // WHEN a refund is requested with a key
+    let first = h
+        .send(refund(&payment_id, json!({"amount": "10"})).key("r-start"))
+        .await;
+    // THEN 503 says it is reserved and must be resumed with the same key
+    assert_eq!((first.status, first.code()), (503, "service_unavailable"));
+    let message = first.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("is reserved"), "{message}");
+    assert!(message.contains("same Idempotency-Key"), "{message}");
+    // AND the key stays claimed: no second refund under a new id
+    *h.saga.refund_failure.lock().unwrap() = None;
+    let busy = h
+        .send(refund(&payment_id, json!({"amount": "10"})).key("r-start"))
+        .await;
+    assert_eq!((busy.status, busy.code()), (409, "idempotency_key_in_use"));
+    assert_eq!(h.saga.refund_starts.lock().unwrap().len(), 0);
+    assert_eq!(
+        h.payment(&payment_id).await.refunded_amount.amount_text(),
+        "10.00"
+    );
 }
