@@ -465,53 +465,49 @@ fn check_told(books: &Books<'_>, collected: &Collected, out: &mut Vec<Violation>
 }
 
 fn check_alarms(books: &Books<'_>, collected: &Collected, out: &mut Vec<Violation>) {
-    let reconciliations = collected
-        .payments
-        .iter()
-        .filter(|p| p.status == PaymentStatus::ReconciliationRequired)
-        .count();
-    let reconciliations = u64::try_from(reconciliations).unwrap_or(u64::MAX);
-    if reconciliations > books.reconciliation_metric_count {
-        let detail = format!(
-            "{reconciliations} payments RECONCILIATION_REQUIRED, {} alarms emitted",
-            books.reconciliation_metric_count
-        );
-        out.push(violation(
-            "RECONCILIATION_REQUIRED comes with its alarm",
-            "-",
-            detail,
-        ));
-    }
-    let count = |status: RefundStatus| {
-        let n = collected
-            .refunds
-            .iter()
-            .filter(|r| r.status == status)
-            .count();
-        u64::try_from(n).unwrap_or(u64::MAX)
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let payments = |status: PaymentStatus| {
+        count(
+            collected
+                .payments
+                .iter()
+                .filter(|p| p.status == status)
+                .count(),
+        )
     };
-    let flagged = count(RefundStatus::ReconciliationRequired);
-    if flagged > books.refund_reconciliation_metric_count {
-        let detail = format!(
-            "{flagged} refunds RECONCILIATION_REQUIRED, {} alarms emitted",
-            books.refund_reconciliation_metric_count
-        );
-        out.push(violation(
+    let refunds = |status: RefundStatus| {
+        count(
+            collected
+                .refunds
+                .iter()
+                .filter(|r| r.status == status)
+                .count(),
+        )
+    };
+    let checks = [
+        (
+            payments(PaymentStatus::ReconciliationRequired),
+            books.reconciliation_metric_count,
+            "payments RECONCILIATION_REQUIRED",
             "RECONCILIATION_REQUIRED comes with its alarm",
-            "-",
-            detail,
-        ));
-    }
-    let refused = count(RefundStatus::Failed);
-    if refused > books.refund_failed_metric_count {
-        let detail = format!(
-            "{refused} refunds FAILED, {} alarms emitted",
-            books.refund_failed_metric_count
-        );
-        out.push(violation(
+        ),
+        (
+            refunds(RefundStatus::ReconciliationRequired),
+            books.refund_reconciliation_metric_count,
+            "refunds RECONCILIATION_REQUIRED",
+            "RECONCILIATION_REQUIRED comes with its alarm",
+        ),
+        (
+            refunds(RefundStatus::Failed),
+            books.refund_failed_metric_count,
+            "refunds FAILED",
             "a failed refund comes with its alarm",
-            "-",
-            detail,
-        ));
+        ),
+    ];
+    for (flagged, alarms, what, invariant) in checks {
+        if flagged > alarms {
+            let detail = format!("{flagged} {what}, {alarms} alarms emitted");
+            out.push(violation(invariant, "-", detail));
+        }
     }
 }
