@@ -25,7 +25,11 @@ pub fn payment(payment: &Payment) -> Value {
 
 /// `POST /payments` answer: the payment and the saga execution driving it.
 pub fn created_payment(created: &Payment, execution_arn: &str) -> Value {
-    let mut view = payment(created);
+    with_execution_arn(payment(created), execution_arn)
+}
+
+/// A view with the Step Functions execution that drives it.
+fn with_execution_arn(mut view: Value, execution_arn: &str) -> Value {
     if let Some(map) = view.as_object_mut() {
         map.insert("executionArn".to_owned(), json!(execution_arn));
     }
@@ -70,11 +74,7 @@ pub fn refund(refund: &Refund) -> Value {
 /// `POST /payments/{id}/refunds` answer: the reserved refund and the refund
 /// saga execution finishing it.
 pub fn created_refund(reserved: &Refund, execution_arn: &str) -> Value {
-    let mut view = refund(reserved);
-    if let Some(map) = view.as_object_mut() {
-        map.insert("executionArn".to_owned(), json!(execution_arn));
-    }
-    view
+    with_execution_arn(refund(reserved), execution_arn)
 }
 
 pub fn wallet(wallet: &Wallet) -> Value {

@@ -118,30 +118,16 @@ async fn create_payment(deps: &Deps, new: NewPayment) -> Result<Payment, StoreEr
 }
 
 /// Starts the saga; a start that may have happened is tried again (the
-/// execution name is the payment id, so STANDARD de-duplicates it).
+/// execution name is the payment id, so STANDARD de-duplicates it). The
+/// error is `Ambiguous` if any attempt was.
 async fn start_saga(deps: &Deps, input: &SagaInput) -> Result<String, SagaStartError> {
-    let name = input.payment_id.to_string();
-    start_with_retries(&name, || deps.saga.start(input)).await
-}
-
-/// Runs `start` until it answers, a start that may have happened tried again
-/// up to [`START_ATTEMPT_COUNT_MAX`] times (executions are named, so a second
-/// start of one name is the same execution). The error is `Ambiguous` if any
-/// attempt was.
-pub(crate) async fn start_with_retries<F, Fut>(
-    name: &str,
-    start: F,
-) -> Result<String, SagaStartError>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<String, SagaStartError>>,
-{
     let mut ambiguous = None;
     for attempt in 1..=START_ATTEMPT_COUNT_MAX {
-        match start().await {
+        match deps.saga.start(input).await {
             Ok(execution_arn) => return Ok(execution_arn),
             Err(err) if err.may_have_started() => {
-                warn!(executionName = name, attempt, error = %err, "saga start not confirmed");
+                warn!(paymentId = %input.payment_id, attempt, error = %err,
+                    "saga start not confirmed");
                 ambiguous = Some(err);
                 if attempt < START_ATTEMPT_COUNT_MAX {
                     let backoff_ms = START_BACKOFF_MS * u64::from(attempt);
