@@ -161,7 +161,11 @@ async fn create_table(client: &Client, table: &TableSpec) -> Result<(), DynamoEr
             .set_key_schema(Some(key_schema(&index.key).map_err(fail)?))
             .projection(
                 Projection::builder()
-                    .projection_type(ProjectionType::All)
+                    .projection_type(if index.keys_only {
+                        ProjectionType::KeysOnly
+                    } else {
+                        ProjectionType::All
+                    })
                     .build(),
             )
             .build()

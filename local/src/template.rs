@@ -67,6 +67,8 @@ pub struct KeyElement {
 pub struct IndexSpec {
     pub name: String,
     pub key: Vec<KeyElement>,
+    /// `ProjectionType`: `ALL` or `KEYS_ONLY` (`INCLUDE` is not supported locally).
+    pub keys_only: bool,
 }
 
 /// One `AWS::DynamoDB::Table` resource.
@@ -359,15 +361,20 @@ impl Template {
                 let projection = index
                     .get("Projection")
                     .and_then(|p| p.get("ProjectionType"));
-                if projection.and_then(Value::as_str) != Some("ALL") {
-                    return Err(invalid(format!(
-                        "{logical_id}: only ProjectionType ALL is supported locally"
-                    )));
-                }
+                let keys_only = match projection.and_then(Value::as_str) {
+                    Some("ALL") => false,
+                    Some("KEYS_ONLY") => true,
+                    _ => {
+                        return Err(invalid(format!(
+                            "{logical_id}: only ProjectionType ALL or KEYS_ONLY is supported locally"
+                        )));
+                    }
+                };
                 let name = text(index, "IndexName", logical_id)?;
                 global_indexes.push(IndexSpec {
                     name,
                     key: key_schema(index, logical_id)?,
+                    keys_only,
                 });
             }
         }

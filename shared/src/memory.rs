@@ -42,6 +42,32 @@ impl Tables {
     }
 }
 
+/// One page of an open-index listing, as the index orders it: oldest first
+/// by `(createdAt, id)`, created at or after `since`, after the cursor's key.
+fn open_page<'a, T: Clone + 'a, K: Ord + Copy>(
+    open: impl Iterator<Item = &'a T>,
+    index_key: impl Fn(&T) -> (Timestamp, K),
+    since: Option<Timestamp>,
+    after: Option<(Timestamp, K)>,
+    limit: u32,
+    cursor_of: impl Fn(&T) -> String,
+) -> Page<T> {
+    let mut items: Vec<&T> = open
+        .filter(|item| since.is_none_or(|since| index_key(item).0 >= since))
+        .filter(|item| after.is_none_or(|after| index_key(item) > after))
+        .collect();
+    items.sort_by_key(|item| index_key(item));
+    let limit = usize::try_from(ports::page_limit(limit)).unwrap_or(usize::MAX);
+    let more = items.len() > limit;
+    let items: Vec<T> = items.into_iter().take(limit).cloned().collect();
+    let cursor = if more {
+        items.last().map(cursor_of)
+    } else {
+        None
+    };
+    Page { items, cursor }
+}
+
 #[derive(Default)]
 pub struct InMemoryStore {
     tables: Mutex<Tables>,
@@ -148,6 +174,34 @@ impl PaymentRepo for InMemoryStore {
             None
         };
         Ok(Page { items, cursor })
+    }
+
+    async fn open_payments(
+        &self,
+        shard: u32,
+        since: Option<Timestamp>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Payment>, StoreError> {
+        let after = cursor
+            .map(|text| {
+                ports::parse_payment_cursor(text)
+                    .ok_or_else(|| StoreError::InvalidCursor(text.chars().take(80).collect()))
+            })
+            .transpose()?;
+        let tables = self.lock();
+        let open = tables
+            .payments
+            .values()
+            .filter(|p| p.is_open() && ports::open_shard(&p.payment_id.to_string()) == shard);
+        Ok(open_page(
+            open,
+            |p| (p.created_at, p.payment_id),
+            since,
+            after,
+            limit,
+            ports::payment_cursor,
+        ))
     }
 }
 
@@ -346,6 +400,34 @@ impl RefundRepo for InMemoryStore {
         refunds.sort_by_key(|r| (r.created_at, r.refund_id));
         refunds.truncate(cap);
         Ok(refunds)
+    }
+
+    async fn open_refunds(
+        &self,
+        shard: u32,
+        since: Option<Timestamp>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Refund>, StoreError> {
+        let after = cursor
+            .map(|text| {
+                ports::parse_refund_cursor(text)
+                    .ok_or_else(|| StoreError::InvalidCursor(text.chars().take(80).collect()))
+            })
+            .transpose()?;
+        let tables = self.lock();
+        let open = tables
+            .refunds
+            .values()
+            .filter(|r| r.is_open() && ports::open_shard(&r.refund_id.to_string()) == shard);
+        Ok(open_page(
+            open,
+            |r| (r.created_at, r.refund_id),
+            since,
+            after,
+            limit,
+            ports::refund_cursor,
+        ))
     }
 
     async fn save(&self, next: &Refund) -> Result<(), StoreError> {

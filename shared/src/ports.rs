@@ -18,6 +18,9 @@ pub const PAGE_LIMIT_MAX: u32 = 100;
 pub const WALLET_COUNT_PER_USER_MAX: u32 = 50;
 /// Attempts at a read-modify-write before a version race is surfaced as retryable.
 pub const VERSION_ATTEMPT_COUNT_MAX: u32 = 5;
+/// Partitions of the open index (payments and refunds not settled yet), so
+/// its writes never concentrate on one DynamoDB partition; see [`open_shard`].
+pub const OPEN_SHARD_COUNT: u32 = 8;
 
 /// One page of a listing, newest or lowest first as the operation documents.
 /// `cursor` is opaque to callers and present when more items may follow.
@@ -69,6 +72,19 @@ pub trait PaymentRepo: Send + Sync {
     async fn list_by_user(
         &self,
         user_id: &UserId,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Payment>, StoreError>;
+
+    /// The open payments (PENDING, PROCESSING, RECONCILIATION_REQUIRED: see
+    /// [`Payment::is_open`]) of one shard of the open index, oldest first,
+    /// created at or after `since`. What the reconciler sweeps. The index is
+    /// sparse and follows the status, so a payment leaves it when it settles;
+    /// it may lag a write (read the payment again before acting on it).
+    async fn open_payments(
+        &self,
+        shard: u32,
+        since: Option<Timestamp>,
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Page<Payment>, StoreError>;
@@ -146,6 +162,17 @@ pub trait RefundRepo: Send + Sync {
 
     /// A payment's refunds, oldest first, at most [`PAGE_LIMIT_MAX`].
     async fn refunds_of(&self, payment_id: &PaymentId) -> Result<Vec<Refund>, StoreError>;
+
+    /// The open refunds (REQUESTED, GATEWAY_REFUNDED, RECONCILIATION_REQUIRED:
+    /// see [`Refund::is_open`]) of one shard, like
+    /// [`PaymentRepo::open_payments`].
+    async fn open_refunds(
+        &self,
+        shard: u32,
+        since: Option<Timestamp>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Refund>, StoreError>;
 
     /// Stores `next` (made by `Refund::advance`), which must be `version + 1`
     /// of the stored refund. A lost race is `StaleVersion`.
@@ -267,6 +294,31 @@ pub fn parse_payment_cursor(cursor: &str) -> Option<(Timestamp, PaymentId)> {
         Timestamp::parse(created_at).ok()?,
         PaymentId::parse(payment_id).ok()?,
     ))
+}
+
+/// Cursor of an open-refund listing: the last item's index key.
+pub fn refund_cursor(refund: &Refund) -> String {
+    format!("{}~{}", refund.created_at, refund.refund_id)
+}
+
+/// Parses a cursor made by [`refund_cursor`].
+pub fn parse_refund_cursor(cursor: &str) -> Option<(Timestamp, RefundId)> {
+    let (created_at, refund_id) = cursor.split_once('~')?;
+    Some((
+        Timestamp::parse(created_at).ok()?,
+        RefundId::parse(refund_id).ok()?,
+    ))
+}
+
+/// The open-index shard of a payment or refund id, in `0..OPEN_SHARD_COUNT`:
+/// FNV-1a of the id's text, stable across builds and platforms (it is stored).
+pub fn open_shard(id: &str) -> u32 {
+    const FNV_OFFSET_BASIS: u32 = 0x811c_9dc5;
+    const FNV_PRIME: u32 = 0x0100_0193;
+    let hash = id.bytes().fold(FNV_OFFSET_BASIS, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(FNV_PRIME)
+    });
+    hash % OPEN_SHARD_COUNT
 }
 
 /// The stored entry under a movement's `txId`: the same movement again is a

@@ -113,6 +113,17 @@ impl PaymentRepo for FaultyStore {
         self.call("payment list", user_id.as_str(), Access::Read, work)
             .await
     }
+
+    async fn open_payments(
+        &self,
+        shard: u32,
+        since: Option<Timestamp>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Payment>, StoreError> {
+        let work = self.inner.open_payments(shard, since, limit, cursor);
+        self.call("open payments", "-", Access::Read, work).await
+    }
 }
 
 #[async_trait]
@@ -218,6 +229,17 @@ impl RefundRepo for FaultyStore {
         let work = self.inner.refunds_of(payment_id);
         self.call("refunds", &payment_id.to_string(), Access::Read, work)
             .await
+    }
+
+    async fn open_refunds(
+        &self,
+        shard: u32,
+        since: Option<Timestamp>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Refund>, StoreError> {
+        let work = self.inner.open_refunds(shard, since, limit, cursor);
+        self.call("open refunds", "-", Access::Read, work).await
     }
 
     async fn save(&self, next: &Refund) -> Result<(), StoreError> {

@@ -14,7 +14,9 @@ use shared::domain::{
     NewPayment, Payment, PaymentChange, PaymentEvent, PaymentEventType, PaymentId, PaymentStatus,
     Refund, RefundId, RefundStatus, Timestamp, TopUpId, UserId, WalletKey,
 };
-use shared::ports::{BreakerStore, Created, PaymentRepo, RefundRepo, WalletRepo};
+use shared::ports::{
+    BreakerStore, Created, OPEN_SHARD_COUNT, PaymentRepo, RefundRepo, WalletRepo, open_shard,
+};
 use shared::{ErrorType, StoreError, WalletError};
 
 use crate::backend::Store;
@@ -831,6 +833,143 @@ pub async fn refunds_are_idempotent_and_versioned(store: Arc<dyn Store>) {
         listed.iter().map(|r| r.refund_id).collect::<Vec<_>>(),
         vec![refund.refund_id, second.refund_id]
     );
+}
+
+/// Every open payment of every shard created at or after `since`, read a
+/// page of `limit` at a time (the cursor is followed to the end).
+async fn all_open_payments(store: &dyn Store, since: Timestamp, limit: u32) -> Vec<Payment> {
+    let mut found = Vec::new();
+    for shard in 0..OPEN_SHARD_COUNT {
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = store
+                .open_payments(shard, Some(since), limit, cursor.as_deref())
+                .await
+                .unwrap();
+            for payment in &page.items {
+                assert_eq!(open_shard(&payment.payment_id.to_string()), shard);
+            }
+            found.extend(page.items);
+            cursor = page.cursor;
+            if cursor.is_none() {
+                break;
+            }
+            assert!(found.len() < 10_000, "open listing does not terminate");
+        }
+    }
+    found
+}
+
+pub async fn the_open_index_lists_what_is_not_settled(store: Arc<dyn Store>) {
+    // GIVEN payments created far in the future (no other case writes there):
+    // one PENDING, one PROCESSING, one FAILED, and one RECONCILIATION_REQUIRED
+    let offset = i64::from(open_shard(&PaymentId::generate().to_string()));
+    let base = Timestamp::from_unix_seconds(4_000_000_000 + offset * 1_000).unwrap();
+    let carol = user("carol");
+    let mut ids = Vec::new();
+    for (index, to) in [
+        None,
+        Some(PaymentStatus::Processing),
+        Some(PaymentStatus::Failed),
+        Some(PaymentStatus::ReconciliationRequired),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let new = new_payment(&carol, usd("3"));
+        let at = base.plus_seconds(i64::try_from(index).unwrap());
+        PaymentRepo::create(&*store, new.clone(), at).await.unwrap();
+        if let Some(to) = to {
+            let change = match to {
+                PaymentStatus::Failed => PaymentChange::failed("INSUFFICIENT_FUNDS".into()),
+                PaymentStatus::ReconciliationRequired => {
+                    PaymentChange::reconciliation_required("GATEWAY_TIMEOUT".into())
+                }
+                _ => PaymentChange::to(to),
+            };
+            store
+                .transition(&new.payment_id, &change, at)
+                .await
+                .unwrap();
+        }
+        ids.push(new.payment_id);
+    }
+    // WHEN every shard is listed a page of one at a time
+    let open = all_open_payments(&*store, base, 1).await;
+    // THEN exactly the three not settled are there, as stored now
+    let mut listed: Vec<PaymentId> = open.iter().map(|p| p.payment_id).collect();
+    listed.sort();
+    let mut expected = vec![ids[0], ids[1], ids[3]];
+    expected.sort();
+    assert_eq!(listed, expected);
+    let processing = open.iter().find(|p| p.payment_id == ids[1]).unwrap();
+    assert_eq!(processing.status, PaymentStatus::Processing);
+    // AND `since` leaves out what was created before it
+    let later = all_open_payments(&*store, base.plus_seconds(1), 100).await;
+    assert!(later.iter().all(|p| p.payment_id != ids[0]));
+    assert!(later.iter().any(|p| p.payment_id == ids[1]));
+    // AND a payment leaves the index when it settles
+    store
+        .transition(&ids[1], &PaymentChange::completed("gw_1".into()), base)
+        .await
+        .unwrap();
+    let after = all_open_payments(&*store, base, 100).await;
+    assert!(after.iter().all(|p| p.payment_id != ids[1]));
+    // AND a cursor that was not made by the store is refused
+    let err = store
+        .open_payments(0, None, 10, Some("not-a-cursor"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidCursor(_)));
+
+    // GIVEN refunds: one REQUESTED, one COMPLETED, one RECONCILIATION_REQUIRED
+    let payment_id = PaymentId::generate();
+    let mut refund_ids = Vec::new();
+    for (index, path) in [
+        vec![],
+        vec![RefundStatus::GatewayRefunded, RefundStatus::Completed],
+        vec![RefundStatus::ReconciliationRequired],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let at = base.plus_seconds(i64::try_from(index).unwrap());
+        let mut refund = Refund::request(
+            RefundId::generate(),
+            payment_id,
+            carol.clone(),
+            usd("1"),
+            None,
+            at,
+        );
+        RefundRepo::create(&*store, &refund).await.unwrap();
+        for to in path {
+            refund = refund.advance(to, None, None, at).unwrap();
+            RefundRepo::save(&*store, &refund).await.unwrap();
+        }
+        refund_ids.push(refund.refund_id);
+    }
+    // WHEN every shard is listed
+    let mut open_refunds = Vec::new();
+    for shard in 0..OPEN_SHARD_COUNT {
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = store
+                .open_refunds(shard, Some(base), 1, cursor.as_deref())
+                .await
+                .unwrap();
+            open_refunds.extend(page.items.iter().map(|r| r.refund_id));
+            cursor = page.cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+    }
+    // THEN the two not finished are there
+    open_refunds.sort();
+    let mut expected = vec![refund_ids[0], refund_ids[2]];
+    expected.sort();
+    assert_eq!(open_refunds, expected);
 }
 
 pub async fn idempotency_keys_are_claimed_once(store: Arc<dyn Store>) {

@@ -233,6 +233,16 @@ impl PaymentRepo for RacingPayments {
     ) -> Result<Page<Payment>, StoreError> {
         self.store.list_by_user(user_id, limit, cursor).await
     }
+
+    async fn open_payments(
+        &self,
+        shard: u32,
+        since: Option<Timestamp>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Payment>, StoreError> {
+        self.store.open_payments(shard, since, limit, cursor).await
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -182,6 +182,13 @@ impl Payment {
             && self.metadata == new.metadata
     }
 
+    /// Not settled yet: its saga is under way or ended without settling it
+    /// (RECONCILIATION_REQUIRED). The open index holds exactly these, and the
+    /// reconciler sweeps them.
+    pub fn is_open(&self) -> bool {
+        !self.status.is_terminal()
+    }
+
     /// What is left to refund.
     pub fn refundable_amount(&self) -> Money {
         // refunded ≤ amount is kept by every writer (see `PaymentChange::refund`).

@@ -129,6 +129,13 @@ impl Refund {
         })
     }
 
+    /// Not finished yet: REQUESTED or GATEWAY_REFUNDED (its saga is under way,
+    /// or never started), or RECONCILIATION_REQUIRED (its saga gave up). The
+    /// open index holds exactly these, and the reconciler sweeps them.
+    pub fn is_open(&self) -> bool {
+        !matches!(self.status, RefundStatus::Completed | RefundStatus::Failed)
+    }
+
     /// The change that reserves this refund's amount on `payment`: the refunded
     /// total grows by `amount`, and the payment becomes `REFUNDED` when nothing
     /// is left, else `PARTIALLY_REFUNDED`. [`PaymentChange::apply`] then refuses

@@ -15,6 +15,9 @@ pub const REFUNDED_AMOUNT: &str = "refundedAmount";
 pub const CREATED_AT: &str = "createdAt";
 pub const UPDATED_AT: &str = "updatedAt";
 pub const VERSION: &str = "version";
+/// The open-index shard (`ports::open_shard`) of a payment or refund that is
+/// not settled yet; absent once it is, which keeps the index sparse.
+pub const OPEN_SHARD: &str = "openShard";
 
 pub const SORT_KEY: &str = "sk";
 pub const EVENT_TYPE: &str = "eventType";
@@ -49,6 +52,9 @@ pub const PROBE_LEASE_UNTIL: &str = "probeLeaseUntil";
 pub const INDEX_PAYMENTS_BY_USER: &str = "UserIndex";
 /// Refunds of a payment (`paymentId`, `createdAt`).
 pub const INDEX_REFUNDS_BY_PAYMENT: &str = "PaymentIndex";
+/// Open payments, and open refunds, by shard, oldest first (`openShard`,
+/// `createdAt`): sparse, on both tables.
+pub const INDEX_OPEN: &str = "OpenIndex";
 
 /// Values of the idempotency record's `state` attribute.
 pub const STATE_IN_PROGRESS: &str = "IN_PROGRESS";

@@ -5,6 +5,7 @@ use crate::domain::{
     Payment, PaymentEvent, Refund, Wallet,
 };
 use crate::error::RepoError;
+use crate::ports;
 
 use super::attr;
 use super::item::{Attributes, ItemBuilder, ItemReader};
@@ -25,6 +26,11 @@ pub fn payment_to_item(p: &Payment) -> Attributes {
         .s(attr::CREATED_AT, p.created_at)
         .s(attr::UPDATED_AT, p.updated_at)
         .n(attr::VERSION, p.version)
+        .opt_s(
+            attr::OPEN_SHARD,
+            p.is_open()
+                .then(|| ports::open_shard(&p.payment_id.to_string())),
+        )
         .build()
 }
 
@@ -171,6 +177,11 @@ pub fn refund_to_item(f: &Refund) -> Attributes {
         .s(attr::CREATED_AT, f.created_at)
         .s(attr::UPDATED_AT, f.updated_at)
         .n(attr::VERSION, f.version)
+        .opt_s(
+            attr::OPEN_SHARD,
+            f.is_open()
+                .then(|| ports::open_shard(&f.refund_id.to_string())),
+        )
         .build()
 }
 

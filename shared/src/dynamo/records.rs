@@ -67,7 +67,71 @@ fn limit_i32(limit: u32) -> i32 {
     i32::try_from(limit).unwrap_or(i32::MAX)
 }
 
+/// Where an open-index page starts: after the cursor's item, or at `since`.
+struct OpenQuery<'a> {
+    table: &'a str,
+    shard: u32,
+    since: Option<Timestamp>,
+    limit: u32,
+    /// The table's key attribute (`paymentId`, `refundId`).
+    id_name: &'static str,
+    /// The last item's (createdAt, id), from the cursor.
+    after: Option<(Timestamp, String)>,
+}
+
 impl DynamoStore {
+    /// One page of the sparse open index of `query.table`, oldest first:
+    /// each item's (createdAt, id) and whether more follow (one extra key is
+    /// read to tell). The index projects keys only: callers read each item
+    /// again, consistently, which they must do anyway since an index lags.
+    async fn open_keys(
+        &self,
+        query: OpenQuery<'_>,
+    ) -> Result<(Vec<(Timestamp, String)>, bool), RepoError> {
+        let shard = query.shard.to_string();
+        let start = query.after.map(|(created_at, id)| {
+            key(&[
+                (attr::OPEN_SHARD, s(&shard)),
+                (attr::CREATED_AT, s(created_at)),
+                (query.id_name, s(id)),
+            ])
+        });
+        let mut request = self
+            .client
+            .query()
+            .table_name(query.table)
+            .index_name(attr::INDEX_OPEN)
+            .expression_attribute_values(":shard", s(&shard))
+            .scan_index_forward(true)
+            .limit(limit_i32(query.limit.saturating_add(1)))
+            .set_exclusive_start_key(start);
+        request = match query.since {
+            Some(since) => request
+                .key_condition_expression("#openShard = :shard AND #createdAt >= :since")
+                .set_expression_attribute_names(Some(names(&[attr::OPEN_SHARD, attr::CREATED_AT])))
+                .expression_attribute_values(":since", s(since)),
+            None => request
+                .key_condition_expression("#openShard = :shard")
+                .set_expression_attribute_names(Some(names(&[attr::OPEN_SHARD]))),
+        };
+        let output = request.send().await.map_err(repo_error)?;
+        let mut keys = output
+            .items()
+            .iter()
+            .map(|item| {
+                let reader = super::item::ItemReader::new(item, query.id_name);
+                Ok((
+                    reader.timestamp(attr::CREATED_AT)?,
+                    reader.s(query.id_name)?.to_owned(),
+                ))
+            })
+            .collect::<Result<Vec<_>, RepoError>>()?;
+        let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        Ok((keys, more))
+    }
+
     async fn get_item(
         &self,
         table: &str,
@@ -251,6 +315,45 @@ impl PaymentRepo for DynamoStore {
         };
         Ok(Page { items, cursor })
     }
+
+    async fn open_payments(
+        &self,
+        shard: u32,
+        since: Option<Timestamp>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Payment>, StoreError> {
+        let after = cursor
+            .map(|text| {
+                ports::parse_payment_cursor(text)
+                    .map(|(at, id)| (at, id.to_string()))
+                    .ok_or_else(|| StoreError::InvalidCursor(text.chars().take(80).collect()))
+            })
+            .transpose()?;
+        let query = OpenQuery {
+            table: &self.tables.payments,
+            shard,
+            since,
+            limit: ports::page_limit(limit),
+            id_name: attr::PAYMENT_ID,
+            after,
+        };
+        let (keys, more) = self.open_keys(query).await?;
+        let mut items = Vec::with_capacity(keys.len());
+        for (_, id) in &keys {
+            let payment_id = PaymentId::parse(id)
+                .map_err(|err| RepoError::Corrupt(format!("Payments open index: {err}")))?;
+            items.extend(
+                self.get_payment(&payment_id)
+                    .await?
+                    .filter(Payment::is_open),
+            );
+        }
+        let cursor = more
+            .then(|| keys.last().map(|(at, id)| format!("{at}~{id}")))
+            .flatten();
+        Ok(Page { items, cursor })
+    }
 }
 
 #[async_trait]
@@ -356,6 +459,42 @@ impl RefundRepo for DynamoStore {
             .collect::<Result<_, _>>()?;
         refunds.sort_by_key(|r| (r.created_at, r.refund_id));
         Ok(refunds)
+    }
+
+    async fn open_refunds(
+        &self,
+        shard: u32,
+        since: Option<Timestamp>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Refund>, StoreError> {
+        let after = cursor
+            .map(|text| {
+                ports::parse_refund_cursor(text)
+                    .map(|(at, id)| (at, id.to_string()))
+                    .ok_or_else(|| StoreError::InvalidCursor(text.chars().take(80).collect()))
+            })
+            .transpose()?;
+        let query = OpenQuery {
+            table: &self.tables.refunds,
+            shard,
+            since,
+            limit: ports::page_limit(limit),
+            id_name: attr::REFUND_ID,
+            after,
+        };
+        let (keys, more) = self.open_keys(query).await?;
+        let mut items = Vec::with_capacity(keys.len());
+        for (_, id) in &keys {
+            let refund_id = RefundId::parse(id)
+                .map_err(|err| RepoError::Corrupt(format!("Refunds open index: {err}")))?;
+            let refund = RefundRepo::get(self, &refund_id).await?;
+            items.extend(refund.filter(Refund::is_open));
+        }
+        let cursor = more
+            .then(|| keys.last().map(|(at, id)| format!("{at}~{id}")))
+            .flatten();
+        Ok(Page { items, cursor })
     }
 
     async fn save(&self, next: &Refund) -> Result<(), StoreError> {

@@ -463,6 +463,16 @@ impl PaymentRepo for FlakyPayments {
     ) -> Result<Page<Payment>, StoreError> {
         PaymentRepo::list_by_user(self.store.as_ref(), user_id, limit, cursor).await
     }
+
+    async fn open_payments(
+        &self,
+        shard: u32,
+        since: Option<Timestamp>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Payment>, StoreError> {
+        self.store.open_payments(shard, since, limit, cursor).await
+    }
 }
 
 /// The in-memory idempotency store, whose releases never land.
