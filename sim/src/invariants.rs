@@ -21,26 +21,17 @@ use crate::gateway::SimGateway;
 const PAGE_COUNT_MAX: u32 = 100;
 
 /// A defect the simulator knows about and whose fix has not landed yet: its
-/// violations are reported as expected, never silently dropped. (Issue 10's
-/// 5h, a refund stranded by any transient failure, was fixed by the refund
-/// saga; what is left of it is below.)
+/// violations are reported as expected, never silently dropped. None is
+/// left: issue 10's 5h (a refund stranded by a transient failure) was fixed
+/// by the refund saga, and what was left of it (a refund reserved whose
+/// client gave up before its saga started) by the reconciler's sweep, which
+/// finishes it (regression seed 125).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum KnownDefect {
-    /// A refund reserved while its request failed (a lost answer, a busy
-    /// key, throttling) and whose client stopped retrying the key before one
-    /// attempt started its saga: REQUESTED with no execution. The
-    /// reconciler's sweep of unsettled refunds (issue 11, part 3) starts it.
-    RefundReservedWithoutSaga,
-}
+pub enum KnownDefect {}
 
 impl KnownDefect {
     pub fn describe(self) -> &'static str {
-        match self {
-            Self::RefundReservedWithoutSaga => {
-                "a refund reserved whose client gave up before its saga started (the \
-                 reconciler's sweep, issue 11, starts it)"
-            }
-        }
+        match self {}
     }
 }
 
@@ -349,47 +340,29 @@ fn check_refunds(
     let refused = amount_of(RefundStatus::Failed);
     let credited: Decimal = moved.refund_credits.values().sum();
     let refunded = payment.refunded_amount.amount();
-    let never_started = |refund: &Refund| {
-        refund.status == RefundStatus::Requested
-            && !books
-                .refund_executions
-                .contains(&refund.refund_id.to_string())
-    };
-    let mut unstarted = Decimal::ZERO;
     for refund in refunds.iter().filter(|r| !r.status.is_settled()) {
-        let known = never_started(refund).then_some(KnownDefect::RefundReservedWithoutSaga);
-        if known.is_some() {
-            unstarted += refund.amount.amount();
-        }
-        out.push(Violation {
-            known,
-            ..violation(
-                "nothing in flight once quiet",
-                refund.refund_id,
-                format!(
-                    "refund of {} left {} (payment {id})",
-                    refund.amount,
-                    refund.status.as_str()
-                ),
-            )
-        });
+        let started = books
+            .refund_executions
+            .contains(&refund.refund_id.to_string());
+        out.push(violation(
+            "nothing in flight once quiet",
+            refund.refund_id,
+            format!(
+                "refund of {} left {} (payment {id}; a saga was started for it: {started})",
+                refund.amount,
+                refund.status.as_str()
+            ),
+        ));
     }
     if refunded != completed + flagged + refused {
-        // Only the part the known defect's refunds explain is expected.
-        let known = (unstarted > Decimal::ZERO
-            && refunded == completed + flagged + refused + unstarted)
-            .then_some(KnownDefect::RefundReservedWithoutSaga);
-        out.push(Violation {
-            known,
-            ..violation(
-                "refundedAmount = completed refunds",
-                id,
-                format!(
-                    "payment says {refunded} refunded; completed refunds {completed}, \
-                     RECONCILIATION_REQUIRED {flagged}, FAILED {refused}"
-                ),
-            )
-        });
+        out.push(violation(
+            "refundedAmount = completed refunds",
+            id,
+            format!(
+                "payment says {refunded} refunded; completed refunds {completed}, \
+                 RECONCILIATION_REQUIRED {flagged}, FAILED {refused}"
+            ),
+        ));
     }
     if credited < completed || credited > completed + flagged {
         let detail = format!(

@@ -22,6 +22,7 @@ pub mod env;
 pub mod faults;
 pub mod gateway;
 pub mod invariants;
+pub mod schedule;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -188,7 +189,21 @@ async fn run_world(seed: u64, faults: &FaultSet) -> Result<SeedReport, String> {
         }),
         told: Arc::new(Mutex::new(Told::default())),
     };
+    let reconciler = Arc::new(reconciler::Deps {
+        payments: store.clone(),
+        refunds: store.clone(),
+        wallets: store.clone(),
+        gateway: Arc::new(gateway.clone()),
+    });
     let users = start_clients(&env, &api)?;
+    let busy_runs = schedule::start_busy_runs(&env, &reconciler);
+    env.quiesce().await;
+    let mut reconciled = schedule::run_until_settled(&env, &reconciler).await;
+    for receiver in busy_runs {
+        for (outcome, count) in receiver.await.unwrap_or_default() {
+            *reconciled.entry(outcome).or_default() += count;
+        }
+    }
     env.quiesce().await;
     let told = api
         .told
@@ -214,7 +229,7 @@ async fn run_world(seed: u64, faults: &FaultSet) -> Result<SeedReport, String> {
         violations,
         injected: env.injected(),
         payment_statuses,
-        executions: merged(sfn.outcomes(), refund_sfn.outcomes()),
+        executions: merged(sfn.outcomes(), refund_sfn.outcomes(), reconciled),
         answers: told.answers,
         payment_count,
         refund_count,
@@ -224,13 +239,15 @@ async fn run_world(seed: u64, faults: &FaultSet) -> Result<SeedReport, String> {
     })
 }
 
-/// Execution outcomes of both sagas, counted (refund saga outcomes named as
-/// such).
+/// Execution outcomes of both sagas and the reconciler's, counted (refund
+/// saga outcomes named as such).
 fn merged(
     payments: BTreeMap<String, u64>,
     refunds: BTreeMap<String, u64>,
+    reconciled: schedule::Tally,
 ) -> BTreeMap<String, u64> {
     let mut all = payments;
+    all.extend(reconciled);
     for (outcome, count) in refunds {
         *all.entry(format!("refund {outcome}")).or_default() += count;
     }

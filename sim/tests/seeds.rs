@@ -12,7 +12,7 @@ use sim::faults::FaultSet;
 /// The CI seed set: seeds `1..=CI_SEED_COUNT` with every fault.
 const CI_SEED_COUNT: u64 = 2_000;
 
-/// Seeds that found a defect of issue 10 with only that fix undone (each
+/// Seeds that found a defect of issue 10 (or 11) with only that fix undone (each
 /// failed then and passes now): `(seed, faults, defect)`. Replay one with
 /// `make sim SEED=… FAULTS=…`.
 const REGRESSION_SEEDS: &[(u64, &str, &str)] = &[
@@ -81,14 +81,13 @@ const REGRESSION_SEEDS: &[(u64, &str, &str)] = &[
         "h: a refund stranded REQUESTED or GATEWAY_REFUNDED by a transient failure, its \
          payment already showing the refunded amount",
     ),
+    (
+        125,
+        "all",
+        "11: a refund reserved whose client gave up before its saga started stayed REQUESTED \
+         (now the reconciler's sweep finishes it)",
+    ),
 ];
-
-/// Seeds that showed the one known defect left (a refund reserved whose
-/// client gave up before its saga started; the reconciler's sweep of issue
-/// 11 fixes it). Its violations are reported as expected until then; this
-/// test fails the day none of them shows it, so the marker cannot outlive
-/// the fix.
-const KNOWN_UNSTARTED_REFUND_SEEDS: &[u64] = &[125, 140, 389, 570, 617];
 
 fn run(seed: u64, faults: &str) -> SeedReport {
     let faults = FaultSet::parse(faults).unwrap_or_else(|err| panic!("{err}"));
@@ -145,22 +144,6 @@ fn every_regression_seed_holds_every_invariant() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-}
-
-#[test]
-fn the_known_unstarted_refund_is_still_seen_until_the_reconciler_sweeps() {
-    let showing: Vec<u64> = KNOWN_UNSTARTED_REFUND_SEEDS
-        .iter()
-        .copied()
-        .filter(|&seed| run(seed, "all").expected().next().is_some())
-        .collect();
-    assert!(
-        !showing.is_empty(),
-        "no seed of {KNOWN_UNSTARTED_REFUND_SEEDS:?} leaves a reserved refund without its saga \
-         any more: if the reconciler now starts them, remove \
-         KnownDefect::RefundReservedWithoutSaga and keep one of these as a regression seed"
-    );
-    println!("known defect (unstarted refund, issue 11) seen in seeds {showing:?}");
 }
 
 #[test]

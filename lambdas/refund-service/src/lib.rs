@@ -22,7 +22,9 @@
 
 mod settlement;
 
-pub use settlement::{METRIC_REFUND_FAILED, METRIC_REFUND_RECONCILIATION};
+pub use settlement::{
+    METRIC_REFUND_FAILED, METRIC_REFUND_RECONCILIATION, mark_reconciliation_required, settle,
+};
 
 use std::sync::Arc;
 

@@ -49,6 +49,26 @@ pub async fn credit(deps: &Deps, refund: Refund) -> Result<Refund, TaskError> {
     }
 }
 
+/// What the reconciler runs on a refund its saga did not finish (REQUESTED
+/// or GATEWAY_REFUNDED long after its saga should have moved it, or
+/// RECONCILIATION_REQUIRED): steps 2 and 3 from wherever it stands. A
+/// RECONCILIATION_REQUIRED refund is asked of the gateway again, which is
+/// idempotent per `refundId` (one already paid out answers its first
+/// reference), so it finishes, or fails on a definite refusal, like any
+/// other. Never moves a refund backwards; a settled one is answered as it is.
+pub async fn settle(deps: &Deps, refund: Refund) -> Result<Refund, TaskError> {
+    let refund = match refund.status {
+        RefundStatus::Requested | RefundStatus::ReconciliationRequired => {
+            refund_at_gateway(deps, &refund).await?
+        }
+        RefundStatus::GatewayRefunded | RefundStatus::Completed | RefundStatus::Failed => refund,
+    };
+    match refund.status {
+        RefundStatus::GatewayRefunded => credit_wallet(deps, &refund).await,
+        _ => Ok(refund),
+    }
+}
+
 /// The saga's retries ran out: a refund still under way becomes
 /// RECONCILIATION_REQUIRED with the error that led here; a settled one is
 /// answered as it is.
