@@ -6,6 +6,9 @@
 #   scripts/tester.sh refund                            a 50.00 payment, then a full refund
 #   scripts/tester.sh credit | balance                  the wallet, with curl
 #   scripts/tester.sh e2e | breaker | executions
+#   scripts/tester.sh reconcile [saga reconcile options…]   run the reconciler now, print its report
+#   scripts/tester.sh reconcile-demo                    a payment left RECONCILIATION_REQUIRED with
+#                                                       the gateway captured, then reconciled
 # Environment: USER_ID (user_test_001), CURRENCY (USD), ORDER_ID, AMOUNT, API_URL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +72,47 @@ case "${1:-}" in
         "$SAGA" payment show "$id"
         echo
         "$SAGA" wallet show "$USER_ID"
+        ;;
+    reconcile)
+        shift
+        ensure_local
+        exec "$SAGA" reconcile "$@"
+        ;;
+    reconcile-demo)
+        ensure_local
+        gateway=${GATEWAY_URL:-http://127.0.0.1:3000}
+        restore() {
+            curl -sf -X POST "$gateway/control/mode" -H 'Content-Type: application/json' \
+                -d '{"mode":"normal","pendingDelayMs":2000}' >/dev/null || true
+        }
+        trap restore EXIT
+        # The saga checks a pending charge 10 times, 3 s apart: a charge pending for 60 s
+        # outlasts it, so the payment ends RECONCILIATION_REQUIRED while its debit is held.
+        echo "== gateway: every charge PENDING for 60 s (longer than the saga polls)"
+        curl -sf -X POST "$gateway/control/mode" -H 'Content-Type: application/json' \
+            -d '{"mode":"pending_then_approve","pendingDelayMs":60000}' >/dev/null
+        watched=$(mktemp)
+        trap 'rm -f "$watched"; restore' EXIT
+        if [ -t 1 ]; then export CLICOLOR_FORCE=1; fi
+        "$SAGA" pay --user "$USER_ID" --amount 50 --currency "$CURRENCY" --fund --watch \
+            --expect RECONCILIATION_REQUIRED --timeout 120 | tee "$watched"
+        unset CLICOLOR_FORCE
+        id=$(grep -o -m1 'pay_[0-9A-Z]\{26\}' "$watched")
+        restore
+        echo
+        echo "== waiting for the gateway to capture $id (its 60 s are up)"
+        deadline=$((SECONDS + 90))
+        until curl -sf "$gateway/v1/payments/$id" -H "X-API-Key: ${GATEWAY_API_KEY:-local-gateway-key}" \
+                | grep -q '"APPROVED"'; do
+            if [ "$SECONDS" -ge "$deadline" ]; then echo "error: the gateway never captured $id" >&2; exit 1; fi
+            printf '.'; sleep 2
+        done
+        echo " captured"
+        echo
+        echo "== make reconcile"
+        "$SAGA" reconcile || true
+        echo
+        "$SAGA" payment show "$id"
         ;;
     credit)
         ensure_local

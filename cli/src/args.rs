@@ -63,6 +63,9 @@ pub enum Command {
     Scenarios(crate::scenarios::ScenariosArgs),
     /// Load benchmark against the running local cloud (see `make bench`).
     Bench(crate::bench::BenchArgs),
+    /// Settle what the sagas could not, now: run the reconciler (the template runs it
+    /// every 5 minutes), print its report, save it as JSON (`make reconcile`).
+    Reconcile(crate::reconcile::ReconcileArgs),
 }
 
 #[derive(Debug, Args, Clone)]

@@ -27,6 +27,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Executions(args) => executions(&global, args).await,
         Command::Scenarios(args) => crate::scenarios::run(&global, args).await,
         Command::Bench(args) => crate::bench::run(&global, args).await,
+        Command::Reconcile(args) => crate::reconcile::run(&global, args).await,
     };
     match outcome {
         Ok(code) => code,

@@ -8,5 +8,6 @@ pub mod commands;
 pub mod error;
 pub mod monitor;
 pub mod output;
+pub mod reconcile;
 pub mod scenarios;
 pub mod stepfunctions;

@@ -36,6 +36,29 @@ impl Target {
     pub fn is_local(&self) -> bool {
         self.endpoint.is_some() && self.profile.is_none()
     }
+
+    /// The AWS SDK configuration for this target (Step Functions, Lambda).
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(profile) = &self.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(region) = &self.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if self.is_local() {
+            // The local edge accepts any signature; never read a real account's keys for it.
+            loader = loader
+                .credentials_provider(Credentials::new("local", "local", None, None, "local"))
+                .region(Region::new(
+                    self.region.clone().unwrap_or_else(|| "us-east-1".into()),
+                ));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        loader.load().await
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -55,25 +78,7 @@ pub struct Execution {
 
 impl StepFunctions {
     pub async fn connect(target: Target) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(profile) = &target.profile {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(region) = &target.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if target.is_local() {
-            // The local edge accepts any signature; never read a real account's keys for it.
-            loader = loader
-                .credentials_provider(Credentials::new("local", "local", None, None, "local"))
-                .region(Region::new(
-                    target.region.clone().unwrap_or_else(|| "us-east-1".into()),
-                ));
-        }
-        if let Some(endpoint) = &target.endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
-        let config = loader.load().await;
+        let config = target.sdk_config().await;
         Self {
             client: Client::new(&config),
             target,

@@ -366,6 +366,7 @@ mod tests {
                 ("GET".into(), "/payments/{paymentId}".into()),
                 ("GET".into(), "/payments".into()),
             ],
+            schedules: Vec::new(),
         }
     }
 

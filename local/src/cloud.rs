@@ -52,6 +52,9 @@ pub struct Options {
     /// Extra environment for every function, over the template's (tests use
     /// it for short breaker timings, e.g. `OPEN_SECONDS=2`).
     pub function_env: BTreeMap<String, String>,
+    /// Run the template's schedules (the reconciler every 5 minutes). Tests
+    /// that invoke the reconciler themselves leave them off.
+    pub schedules: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -123,6 +126,7 @@ pub struct LocalCloud {
     dynamo: Option<EmbeddedDynamo>,
     gateway: Option<Child>,
     servers: Vec<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    schedules: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl LocalCloud {
@@ -187,6 +191,15 @@ impl LocalCloud {
             crate::lambda::invoke_routes(Arc::clone(&lambda))
                 .merge(crate::lambda::admin_routes(Arc::clone(&lambda))),
         );
+        let schedules = if options.schedules {
+            crate::schedule::start(
+                &template.functions,
+                &invoker,
+                options.data_dir.join("schedules"),
+            )
+        } else {
+            Vec::new()
+        };
         let api_router = apigw::router(&template.functions, invoker);
         let servers = vec![
             serve(edge_listener, edge_router),
@@ -200,6 +213,7 @@ impl LocalCloud {
             dynamo: Some(dynamo),
             gateway,
             servers,
+            schedules,
         })
     }
 
@@ -212,6 +226,9 @@ impl LocalCloud {
     /// Executions in flight are frozen first, before the functions they call
     /// go away, so that the next start resumes them (see [`crate::sfn`]).
     pub async fn shutdown(mut self) {
+        for schedule in self.schedules.drain(..) {
+            schedule.abort();
+        }
         for (stop, task) in self.servers.drain(..) {
             let _ = stop.send(());
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

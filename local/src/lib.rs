@@ -13,6 +13,7 @@ pub mod cloud;
 pub mod dynamo;
 pub mod edge;
 pub mod lambda;
+pub mod schedule;
 pub mod sfn;
 pub mod template;
 

@@ -42,6 +42,9 @@ struct Args {
     /// How long a PENDING charge stays pending at the mock gateway (ms).
     #[arg(long, env = "PENDING_DELAY_MS", default_value_t = 2000)]
     gateway_pending_delay_ms: u64,
+    /// Do not run the template's schedules (the reconciler every 5 minutes).
+    #[arg(long, env = "NO_SCHEDULES")]
+    no_schedules: bool,
 }
 
 #[tokio::main]
@@ -64,6 +67,7 @@ async fn main() -> std::process::ExitCode {
         instance_count_max: args.instance_count_max,
         gateway_pending_delay_ms: args.gateway_pending_delay_ms,
         function_env: std::collections::BTreeMap::new(),
+        schedules: !args.no_schedules,
     };
     let cloud = match LocalCloud::start(options).await {
         Ok(cloud) => cloud,

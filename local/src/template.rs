@@ -95,6 +95,18 @@ pub struct FunctionSpec {
     pub environment: BTreeMap<String, String>,
     /// `Events` of type `Api`: (method upper-case, path like `/payments/{paymentId}`).
     pub api_routes: Vec<(String, String)>,
+    /// `Events` of type `Schedule` / `ScheduleV2`, which the local cloud runs.
+    pub schedules: Vec<ScheduleSpec>,
+}
+
+/// A scheduled invocation: `rate(…)` only (a `cron(…)` is refused locally).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleSpec {
+    /// The event's name in the template (`Every5Minutes`).
+    pub name: String,
+    pub period: std::time::Duration,
+    /// The event's `Input` (JSON text), `{}` when absent.
+    pub input: String,
 }
 
 /// One `AWS::Serverless::StateMachine` resource.
@@ -267,6 +279,7 @@ impl Template {
                 .unwrap_or_default();
             functions.push(FunctionSpec {
                 api_routes: api_routes(props),
+                schedules: schedules(props, &logical_id)?,
                 timeout_seconds: number("Timeout", 3)?,
                 memory_mb: number("MemorySize", 128)?,
                 binary: binary.to_owned(),
@@ -533,6 +546,62 @@ fn api_routes(props: &Value) -> Vec<(String, String)> {
     routes
 }
 
+/// The `Schedule` / `ScheduleV2` events of a function.
+fn schedules(props: &Value, logical_id: &str) -> Result<Vec<ScheduleSpec>, TemplateError> {
+    let events = props.get("Events").and_then(Value::as_mapping);
+    let mut schedules = Vec::new();
+    for (name, event) in events.into_iter().flatten() {
+        let kind = event.get("Type").and_then(Value::as_str);
+        let field = match kind {
+            Some("Schedule") => "Schedule",
+            Some("ScheduleV2") => "ScheduleExpression",
+            _ => continue,
+        };
+        let name = name.as_str().unwrap_or("schedule").to_owned();
+        let owner = format!("{logical_id}.Events.{name}");
+        let properties = event
+            .get("Properties")
+            .ok_or_else(|| invalid(format!("{owner}: no Properties")))?;
+        let expression = text(properties, field, &owner)?;
+        let period = rate_period(&expression).ok_or_else(|| {
+            invalid(format!(
+                "{owner}: `{expression}`: only rate(N unit) schedules are supported locally"
+            ))
+        })?;
+        let input = match properties.get("Input") {
+            Some(input) => input
+                .as_str()
+                .ok_or_else(|| invalid(format!("{owner}: Input must be a JSON string")))?
+                .to_owned(),
+            None => "{}".to_owned(),
+        };
+        serde_json::from_str::<serde_json::Value>(&input)
+            .map_err(|err| invalid(format!("{owner}: Input is not JSON: {err}")))?;
+        schedules.push(ScheduleSpec {
+            name,
+            period,
+            input,
+        });
+    }
+    Ok(schedules)
+}
+
+/// `rate(5 minutes)` → 300 s; `None` for anything else (cron, a zero rate).
+pub fn rate_period(expression: &str) -> Option<std::time::Duration> {
+    let inner = expression.trim().strip_prefix("rate(")?.strip_suffix(')')?;
+    let (count, unit) = inner.trim().split_once(' ')?;
+    let count: u64 = count.parse().ok().filter(|count| *count > 0)?;
+    let unit_seconds = match unit.trim() {
+        "minute" | "minutes" => 60,
+        "hour" | "hours" => 3_600,
+        "day" | "days" => 86_400,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(
+        count.checked_mul(unit_seconds)?,
+    ))
+}
+
 fn sequence<'a>(
     value: &'a Value,
     field: &str,
@@ -665,6 +734,27 @@ mod tests {
             "arn:aws:lambda:us-east-1:000000000000:function:local-wallet-service"
         );
         assert_eq!(saga.workflow_type, "STANDARD");
+    }
+
+    #[test]
+    fn reads_the_reconcilers_schedule_and_rates() {
+        let template = repo_template();
+        let reconciler = template.function("ReconcilerFunction").unwrap();
+        assert_eq!(
+            reconciler.schedules,
+            vec![ScheduleSpec {
+                name: "Every5Minutes".to_owned(),
+                period: std::time::Duration::from_secs(300),
+                input: "{}".to_owned(),
+            }]
+        );
+        let seconds = |text: &str| rate_period(text).map(|period| period.as_secs());
+        assert_eq!(seconds("rate(1 minute)"), Some(60));
+        assert_eq!(seconds("rate(2 hours)"), Some(7_200));
+        assert_eq!(seconds("rate(1 day)"), Some(86_400));
+        assert_eq!(seconds("rate(0 minutes)"), None);
+        assert_eq!(seconds("rate(5 fortnights)"), None);
+        assert_eq!(seconds("cron(0 12 * * ? *)"), None);
     }
 
     #[test]

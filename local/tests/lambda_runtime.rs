@@ -43,6 +43,7 @@ fn spec(timeout_seconds: u32, environment: &[(&str, &str)]) -> FunctionSpec {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
         api_routes: Vec::new(),
+        schedules: Vec::new(),
     }
 }
 

@@ -59,5 +59,6 @@ pub fn options(function_env: BTreeMap<String, String>) -> Options {
         instance_count_max: 6,
         gateway_pending_delay_ms: 300,
         function_env,
+        schedules: false,
     }
 }

@@ -245,6 +245,9 @@ pub async fn handle(
         let report = reconcile(deps, &event.payload, Timestamp::now()).await?;
         let left = report.left_count();
         let counts = serde_json::to_string(&report.counts).unwrap_or_default();
+        // The whole report, one JSON line: on AWS the log is where a
+        // scheduled run's report is kept.
+        info!(report = %serde_json::to_string(&report).unwrap_or_default(), "reconciliation report");
         if left > 0 {
             warn!(
                 left,

@@ -448,3 +448,23 @@ fn request_from_the_schedule_takes_every_default() {
         }
     );
 }
+
+#[test]
+fn the_saga_timeouts_are_the_state_machines_own() {
+    // The age thresholds stand on these: no execution runs longer.
+    let timeout = |asl: &str| -> u64 {
+        let definition: serde_json::Value = serde_json::from_str(asl).unwrap();
+        definition["TimeoutSeconds"].as_u64().unwrap()
+    };
+    let payment_saga = include_str!("../../../state-machine/payment-saga.asl.json");
+    let refund_saga = include_str!("../../../state-machine/refund-saga.asl.json");
+    assert_eq!(
+        timeout(payment_saga),
+        u64::from(crate::PAYMENT_SAGA_TIMEOUT_SECONDS)
+    );
+    assert_eq!(
+        timeout(refund_saga),
+        u64::from(crate::REFUND_SAGA_TIMEOUT_SECONDS)
+    );
+    assert!(crate::PAYMENT_AGE_MIN_SECONDS_DEFAULT > crate::PAYMENT_SAGA_TIMEOUT_SECONDS);
+}

@@ -379,6 +379,7 @@ mod tests {
                 ("AWS_LAMBDA_FUNCTION_NAME".to_owned(), "spoofed".to_owned()),
             ]),
             api_routes: Vec::new(),
+            schedules: Vec::new(),
         }
     }
 

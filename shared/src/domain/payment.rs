@@ -311,6 +311,11 @@ impl PaymentChange {
         if self.failure_reason.is_some() {
             next.failure_reason.clone_from(&self.failure_reason);
         }
+        if self.to == PaymentStatus::Completed {
+            // Completed from RECONCILIATION_REQUIRED: it has not failed (the
+            // reason it needed reconciling stays in its event trail).
+            next.failure_reason = None;
+        }
         next.updated_at = at;
         next.version = payment.version.saturating_add(1);
         Ok(next)
@@ -422,6 +427,23 @@ mod tests {
                 assert_eq!(from.can_transition_to(to), expected, "{from} -> {to}");
             }
         }
+    }
+
+    #[test]
+    fn a_payment_completed_after_reconciliation_no_longer_shows_a_failure_reason() {
+        let flagged = PaymentChange::reconciliation_required("GATEWAY_OUTCOME_UNKNOWN".into())
+            .apply(&payment(PaymentStatus::Processing), Timestamp::now())
+            .unwrap();
+        assert_eq!(
+            flagged.failure_reason.as_deref(),
+            Some("GATEWAY_OUTCOME_UNKNOWN")
+        );
+        let completed = PaymentChange::completed("gw_1".into())
+            .apply(&flagged, Timestamp::now())
+            .unwrap();
+        assert_eq!(completed.status, PaymentStatus::Completed);
+        assert_eq!(completed.failure_reason, None);
+        assert_eq!(completed.gateway_reference.as_deref(), Some("gw_1"));
     }
 
     #[test]
