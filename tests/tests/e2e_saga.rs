@@ -791,3 +791,70 @@ fn the_circuit_breaker_opens_stops_calls_and_recovers() {
         cloud.shutdown().await;
     });
 }
+
+#[test]
+fn the_reconciler_completes_a_payment_the_gateway_captured_after_the_saga_gave_up() {
+    runtime().block_on(async {
+        let cloud = LocalCloud::start(options(BTreeMap::new()))
+            .await
+            .expect("the local cloud starts");
+        let client = Client::new(&cloud);
+        let rosa = user("rosa");
+        client.credit(&rosa, "100").await;
+        // GIVEN a charge that stays PENDING longer than the saga polls (10
+        // checks, compressed by the time scale), so the saga gives up
+        client
+            .gateway(
+                reqwest::Method::POST,
+                "/control/mode",
+                Some(json!({"mode": "pending_then_approve", "pendingDelayMs": 4_000})),
+            )
+            .await;
+        let payment_id = client.pay(&rosa, "40").await;
+        let flagged = client.settled(&payment_id).await;
+        assert_eq!(flagged["status"], "RECONCILIATION_REQUIRED", "{flagged}");
+        assert_eq!(client.balance(&rosa).await, "60.00");
+        // AND the gateway captures it afterwards
+        let deadline = Instant::now() + Duration::from_secs(SETTLE_SECONDS_MAX);
+        loop {
+            let charge = client
+                .http
+                .get(format!("{}/v1/payments/{payment_id}", client.gateway))
+                .header("X-API-Key", local::cloud::LOCAL_GATEWAY_API_KEY)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap();
+            if charge["status"] == "APPROVED" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never captured: {charge}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // WHEN the reconciler runs (as its schedule would)
+        let invoke = async || -> Value {
+            let path = "/2015-03-31/functions/local-reconciler/invocations";
+            let (status, report) = client
+                .edge_admin(reqwest::Method::POST, path, Some(json!({})))
+                .await;
+            assert_eq!(status, 200, "{report}");
+            report
+        };
+        let report = invoke().await;
+        // THEN the payment is COMPLETED, its debit kept once, and it says so
+        let finding = &report["findings"][0];
+        assert_eq!(finding["id"], payment_id.as_str(), "{report}");
+        assert_eq!(finding["outcome"], "RESOLVED", "{report}");
+        assert_eq!(finding["now"], "COMPLETED", "{report}");
+        let payment = client.payment(&payment_id).await;
+        assert_eq!(payment["status"], "COMPLETED", "{payment}");
+        assert!(payment["failureReason"].is_null(), "{payment}");
+        assert_eq!(client.balance(&rosa).await, "60.00");
+        // AND a second run finds nothing open
+        let again = invoke().await;
+        assert_eq!(again["findings"], json!([]), "{again}");
+        cloud.shutdown().await;
+    });
+}

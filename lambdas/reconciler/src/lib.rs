@@ -57,6 +57,7 @@ pub const REFUND_SAGA_TIMEOUT_SECONDS: u32 = 3_600;
 /// A PENDING/PROCESSING payment younger than this is left to its saga: the
 /// saga's timeout plus a minute for its start.
 pub const PAYMENT_AGE_MIN_SECONDS_DEFAULT: u32 = PAYMENT_SAGA_TIMEOUT_SECONDS + 60;
+const _: () = assert!(PAYMENT_AGE_MIN_SECONDS_DEFAULT > PAYMENT_SAGA_TIMEOUT_SECONDS);
 /// A REQUESTED/GATEWAY_REFUNDED refund younger than this is left to its
 /// saga: longer than its retries take (about ten minutes). Acting sooner
 /// would be safe (refund steps only move forward) but would race the saga
