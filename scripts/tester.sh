@@ -66,8 +66,8 @@ case "${1:-}" in
         id=$(grep -o -m1 'pay_[0-9A-Z]\{26\}' "$watched")
         echo
         echo "== refunding ${AMOUNT:-the whole} ${AMOUNT:+$CURRENCY }of $id"
-        if [ -n "${AMOUNT:-}" ]; then "$SAGA" refund "$id" --amount "$AMOUNT" --reason "make test-refund"
-        else "$SAGA" refund "$id" --reason "make test-refund"; fi
+        if [ -n "${AMOUNT:-}" ]; then "$SAGA" refund "$id" --amount "$AMOUNT" --reason "make test-refund" --watch
+        else "$SAGA" refund "$id" --reason "make test-refund" --watch; fi
         echo
         "$SAGA" payment show "$id"
         echo

@@ -173,6 +173,9 @@ pub struct RefundArgs {
     /// once, with the refund REQUESTED).
     #[arg(long, default_value_t = 60)]
     pub wait: u64,
+    /// Follow the refund saga state by state (the flow monitor) while waiting.
+    #[arg(long, short = 'w')]
+    pub watch: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -323,6 +323,29 @@ async fn refund(global: &Global, args: &RefundArgs) -> CliResult<ExitCode> {
             text(&reply, "status")
         );
     }
+    // --watch: the refund saga's states as they run, then the refund below.
+    if args.watch
+        && args.wait > 0
+        && reply["status"] != "COMPLETED"
+        && let Some(execution_arn) = reply["executionArn"].as_str()
+    {
+        let sfn = step_functions(global).await;
+        let options = crate::args::WatchOptions {
+            expect: "COMPLETED".to_owned(),
+            timeout: args.wait,
+            poll_ms: 200,
+        };
+        let monitor = Monitor {
+            api: &api,
+            sfn: &sfn,
+            style: Style::detect(),
+            json: global.json,
+            options: &options,
+        };
+        println!();
+        let status = monitor.follow_states(execution_arn).await?;
+        println!("   refund saga: {status}");
+    }
     // The refund saga finishes it; wait for that (showing each step) unless
     // told not to.
     let refund = if args.wait > 0 && reply["status"] != "COMPLETED" {
@@ -348,8 +371,13 @@ async fn refund(global: &Global, args: &RefundArgs) -> CliResult<ExitCode> {
     };
     if global.json {
         print_json(&refund);
-    } else if refund["failureReason"].is_string() {
-        println!("   Failure Reason: {}", text(&refund, "failureReason"));
+    } else {
+        if args.watch {
+            println!("   Refund status: {}", text(&refund, "status"));
+        }
+        if refund["failureReason"].is_string() {
+            println!("   Failure Reason: {}", text(&refund, "failureReason"));
+        }
     }
     let status = refund["status"].as_str().unwrap_or_default();
     Ok(match status {

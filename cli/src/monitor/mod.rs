@@ -290,6 +290,36 @@ impl Monitor<'_> {
         })
     }
 
+    /// Follows a refund saga execution to its end, one line per state (no
+    /// payment summary: the caller prints the refund); answers the
+    /// execution's final status.
+    pub async fn follow_states(&self, execution_arn: &str) -> CliResult<String> {
+        let deadline = Instant::now() + Duration::from_secs(self.options.timeout);
+        let poll = Duration::from_millis(self.options.poll_ms.max(20));
+        let mut flow = Flow::new();
+        let mut last_id = 0_i64;
+        loop {
+            for history in &self.sfn.events_after(execution_arn, last_id).await? {
+                let event = event_from(history);
+                last_id = last_id.max(event.id);
+                for line in flow.push(&event) {
+                    self.print_line(&line);
+                }
+            }
+            if let Some(status) = flow.finished() {
+                return Ok(status.to_owned());
+            }
+            if Instant::now() >= deadline {
+                return Err(CliError::Timeout(format!(
+                    "{execution_arn} still running after {} s; keep watching with \
+                     `saga monitor {execution_arn}`",
+                    self.options.timeout
+                )));
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
     /// The payment once the saga wrote its terminal status (the execution may
     /// end a moment before a read sees the write on an eventually consistent index).
     async fn settled_payment(&self, payment_id: &str) -> CliResult<Payment> {
