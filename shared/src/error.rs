@@ -180,7 +180,9 @@ impl IdError {
 impl TransitionError {
     pub fn error_type(&self) -> ErrorType {
         match self {
-            Self::NotAllowed { .. } | Self::RefundNotAllowed { .. } => ErrorType::InvalidTransition,
+            Self::NotAllowed { .. }
+            | Self::RefundNotAllowed { .. }
+            | Self::ReleaseExceedsRefunded { .. } => ErrorType::InvalidTransition,
             Self::RefundExceedsAmount { .. } => ErrorType::RefundExceedsAmount,
         }
     }

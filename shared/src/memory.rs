@@ -451,6 +451,42 @@ impl RefundRepo for InMemoryStore {
         Ok(())
     }
 
+    async fn fail_and_release(
+        &self,
+        failed: &Refund,
+        payment: &Payment,
+        at: Timestamp,
+    ) -> Result<Payment, StoreError> {
+        let mut tables = self.lock();
+        let stale = |entity: Entity, id: String| StoreError::StaleVersion { entity, id };
+        let stored_refund =
+            tables
+                .refunds
+                .get(&failed.refund_id)
+                .ok_or_else(|| StoreError::NotFound {
+                    entity: Entity::Refund,
+                    id: failed.refund_id.to_string(),
+                })?;
+        if stored_refund.version.saturating_add(1) != failed.version {
+            return Err(stale(Entity::Refund, failed.refund_id.to_string()));
+        }
+        let stored_payment = tables
+            .payments
+            .get(&payment.payment_id)
+            .ok_or_else(|| StoreError::payment_not_found(payment.payment_id))?;
+        if stored_payment.version != payment.version {
+            return Err(stale(Entity::Payment, payment.payment_id.to_string()));
+        }
+        let (after, event) = failed.release_on(payment, at)?;
+        tables.injected_failure()?;
+        tables
+            .events
+            .insert((after.payment_id, event.sort_key()), event);
+        tables.payments.insert(after.payment_id, after.clone());
+        tables.refunds.insert(failed.refund_id, failed.clone());
+        Ok(after)
+    }
+
     async fn reserve(
         &self,
         refund: &Refund,

@@ -178,6 +178,25 @@ pub trait RefundRepo: Send + Sync {
     /// of the stored refund. A lost race is `StaleVersion`.
     async fn save(&self, next: &Refund) -> Result<(), StoreError>;
 
+    /// The gateway refused the refund: stores `failed` (FAILED, `version + 1`
+    /// of the stored refund) AND gives its reservation back on `payment`
+    /// ([`Refund::release_on`]: the refunded total down by its amount, the
+    /// status back to PARTIALLY_REFUNDED or COMPLETED) with that change's
+    /// `STATUS_CHANGED` event, in ONE transaction conditioned on both
+    /// versions as read. Answers the payment after it.
+    ///
+    /// - the refund moved on since it was read (another invocation stored a
+    ///   step, this very write included when its answer was lost):
+    ///   `StaleVersion` of the refund; read it again;
+    /// - the payment changed since it was read: `StaleVersion` of the
+    ///   payment (read it again and re-decide); nothing was written either way.
+    async fn fail_and_release(
+        &self,
+        failed: &Refund,
+        payment: &Payment,
+        at: Timestamp,
+    ) -> Result<Payment, StoreError>;
+
     /// Records the new REQUESTED `refund` AND reserves its amount on `payment`
     /// in ONE transaction: the refund (its id must be new), the payment after
     /// [`Refund::reserve_on`] (conditioned on `payment.version`, the version the

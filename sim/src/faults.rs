@@ -44,6 +44,9 @@ pub enum Fault {
     GatewaySlow,
     /// The gateway declines the charge.
     GatewayDecline,
+    /// The gateway refuses a refund (422 `REFUND_REFUSED`), and every retry
+    /// of that refund id after it.
+    GatewayRefundRefused,
     /// The charge stays PENDING for a while, then resolves.
     GatewayPending,
     /// The charge stays PENDING for longer than the saga polls.
@@ -57,7 +60,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 19] = [
+    pub const ALL: [Fault; 20] = [
         Self::CrashBeforeWrites,
         Self::ReplyLost,
         Self::TaskOverrun,
@@ -72,6 +75,7 @@ impl Fault {
         Self::GatewayDown,
         Self::GatewaySlow,
         Self::GatewayDecline,
+        Self::GatewayRefundRefused,
         Self::GatewayPending,
         Self::GatewayLongPending,
         Self::StoreThrottle,
@@ -95,6 +99,7 @@ impl Fault {
             Self::GatewayDown => "gateway-down",
             Self::GatewaySlow => "gateway-slow",
             Self::GatewayDecline => "gateway-decline",
+            Self::GatewayRefundRefused => "gateway-refund-refused",
             Self::GatewayPending => "gateway-pending",
             Self::GatewayLongPending => "gateway-long-pending",
             Self::StoreThrottle => "store-throttle",

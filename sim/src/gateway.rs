@@ -65,6 +65,8 @@ struct Books {
     refunds: BTreeMap<String, GatewayRefundRecord>,
     /// Payments closed by a cancel before any charge: their references.
     canceled: BTreeMap<String, String>,
+    /// Refund ids the gateway refused: a retry under one is refused again.
+    refused_refunds: BTreeSet<String>,
     in_flight: BTreeSet<String>,
     references: u64,
 }
@@ -346,6 +348,11 @@ impl SimGateway {
                 );
             }
             return (StatusCode::OK, refund_body(refund_id, refund));
+        }
+        if books.refused_refunds.contains(refund_id) || self.env.roll(Fault::GatewayRefundRefused) {
+            books.refused_refunds.insert(refund_id.to_owned());
+            let body = error_body("REFUND_REFUSED", "the issuer refused the refund");
+            return (StatusCode::UNPROCESSABLE_ENTITY, body);
         }
         let Some(charge) = books.charges.get(payment_id).cloned() else {
             return (

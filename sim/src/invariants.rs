@@ -326,9 +326,10 @@ fn check_refunds(
         .filter(|refund| refund.status == RefundStatus::Completed)
         .map(|refund| refund.amount.amount())
         .sum();
-    // Settled without finishing, each with its alarm: RECONCILIATION_REQUIRED
-    // (its credit may or may not have landed) and FAILED (the gateway
-    // refused it; its reservation stays for a person, no credit).
+    // Settled without finishing: RECONCILIATION_REQUIRED (its credit may or
+    // may not have landed; alarmed) still counts in the refunded total;
+    // FAILED (the gateway refused it) gave its reservation back, so it does
+    // not.
     let amount_of = |status: RefundStatus| -> Decimal {
         refunds
             .iter()
@@ -337,7 +338,6 @@ fn check_refunds(
             .sum()
     };
     let flagged = amount_of(RefundStatus::ReconciliationRequired);
-    let refused = amount_of(RefundStatus::Failed);
     let credited: Decimal = moved.refund_credits.values().sum();
     let refunded = payment.refunded_amount.amount();
     for refund in refunds.iter().filter(|r| !r.status.is_settled()) {
@@ -354,13 +354,33 @@ fn check_refunds(
             ),
         ));
     }
-    if refunded != completed + flagged + refused {
+    if refunded != completed + flagged {
         out.push(violation(
             "refundedAmount = completed refunds",
             id,
             format!(
                 "payment says {refunded} refunded; completed refunds {completed}, \
-                 RECONCILIATION_REQUIRED {flagged}, FAILED {refused}"
+                 RECONCILIATION_REQUIRED {flagged}, FAILED (released) {}",
+                amount_of(RefundStatus::Failed)
+            ),
+        ));
+    }
+    let expected_status = if refunded.is_zero() {
+        PaymentStatus::Completed
+    } else if refunded == payment.amount.amount() {
+        PaymentStatus::Refunded
+    } else {
+        PaymentStatus::PartiallyRefunded
+    };
+    let refunded_status =
+        payment.status.is_refundable() || payment.status == PaymentStatus::Refunded;
+    if refunded_status && payment.status != expected_status {
+        out.push(violation(
+            "a payment's status says what was refunded",
+            id,
+            format!(
+                "{} with {refunded} of {} refunded",
+                payment.status, payment.amount
             ),
         ));
     }

@@ -255,6 +255,29 @@ impl RefundRepo for FaultyStore {
         result
     }
 
+    async fn fail_and_release(
+        &self,
+        failed: &Refund,
+        payment: &Payment,
+        at: Timestamp,
+    ) -> Result<Payment, StoreError> {
+        let work = self.inner.fail_and_release(failed, payment, at);
+        let subject = failed.refund_id.to_string();
+        let result = self
+            .call("refund fail and release", &subject, Access::Write, work)
+            .await;
+        if let Ok(after) = &result {
+            self.env.trace(
+                &subject,
+                format!(
+                    "refund → FAILED, reservation released: payment {} refunded {}",
+                    after.status, after.refunded_amount
+                ),
+            );
+        }
+        result
+    }
+
     async fn reserve(
         &self,
         refund: &Refund,

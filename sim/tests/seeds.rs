@@ -82,6 +82,12 @@ const REGRESSION_SEEDS: &[(u64, &str, &str)] = &[
          payment already showing the refunded amount",
     ),
     (
+        99,
+        "all",
+        "11: a refund the gateway refused, failed by a write whose answer was lost, raised no \
+         alarm (the retry found it FAILED and said nothing)",
+    ),
+    (
         125,
         "all",
         "11: a refund reserved whose client gave up before its saga started stayed REQUESTED \

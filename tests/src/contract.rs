@@ -1120,6 +1120,106 @@ async fn payment_now(store: &dyn Store, payment: &Payment) -> Payment {
         .unwrap()
 }
 
+pub async fn a_refused_refund_gives_its_reservation_back_atomically(store: Arc<dyn Store>) {
+    // GIVEN a completed payment of 100 with 30 and then 70 reserved (REFUNDED)
+    let piet = user("piet");
+    let payment = completed_payment(&*store, &piet, usd("100")).await;
+    let first = refund_request(&payment, usd("30"), None);
+    store
+        .reserve(&first, &payment, Timestamp::now())
+        .await
+        .unwrap();
+    let partly = payment_now(&*store, &payment).await;
+    let second = refund_request(&partly, usd("70"), None);
+    store
+        .reserve(&second, &partly, Timestamp::now())
+        .await
+        .unwrap();
+    let refunded = payment_now(&*store, &payment).await;
+    assert_eq!(refunded.status, PaymentStatus::Refunded);
+    // WHEN the gateway refuses the 70: the refund FAILED and its reservation
+    // given back, in one write
+    let failed = second
+        .advance(
+            RefundStatus::Failed,
+            None,
+            Some("GATEWAY_REJECTED".into()),
+            Timestamp::now(),
+        )
+        .unwrap();
+    let after = store
+        .fail_and_release(&failed, &refunded, Timestamp::now())
+        .await
+        .unwrap();
+    // THEN the payment says what really moved, and its event says why
+    assert_eq!(after.status, PaymentStatus::PartiallyRefunded);
+    assert_eq!(after.refunded_amount, usd("30"));
+    assert_eq!(payment_now(&*store, &payment).await, after);
+    assert_eq!(
+        RefundRepo::get(&*store, &second.refund_id).await.unwrap(),
+        Some(failed.clone())
+    );
+    let events = store.events(&payment.payment_id, 10).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.from_status, last.status),
+        (
+            Some(PaymentStatus::Refunded),
+            PaymentStatus::PartiallyRefunded
+        )
+    );
+    // AND the same write again (its answer lost) finds the refund moved on
+    let again = store
+        .fail_and_release(&failed, &refunded, Timestamp::now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            again,
+            StoreError::StaleVersion {
+                entity: shared::Entity::Refund,
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+    // AND a release decided on a payment read before another change is
+    // refused, writing nothing
+    let failed_first = first
+        .advance(
+            RefundStatus::Failed,
+            None,
+            Some("GATEWAY_REJECTED".into()),
+            Timestamp::now(),
+        )
+        .unwrap();
+    let stale = store
+        .fail_and_release(&failed_first, &refunded, Timestamp::now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            stale,
+            StoreError::StaleVersion {
+                entity: shared::Entity::Payment,
+                ..
+            }
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(
+        RefundRepo::get(&*store, &first.refund_id).await.unwrap(),
+        Some(first.clone())
+    );
+    // AND released on the payment as it is now, it is COMPLETED again
+    let completed = store
+        .fail_and_release(&failed_first, &after, Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(completed.status, PaymentStatus::Completed);
+    assert!(completed.refunded_amount.is_zero());
+}
+
 pub async fn refund_reservation_is_atomic_and_idempotent(store: Arc<dyn Store>) {
     // GIVEN a completed payment of 100
     let owen = user("owen");

@@ -54,6 +54,7 @@ contract_cases!(
     refund_reservation_refuses_what_cannot_be_refunded,
     concurrent_refunds_never_over_refund,
     the_open_index_lists_what_is_not_settled,
+    a_refused_refund_gives_its_reservation_back_atomically,
     idempotency_keys_are_claimed_once,
     breaker_state_is_written_with_optimistic_versions,
 );

@@ -14,7 +14,8 @@
 //! - a refund RECONCILIATION_REQUIRED, or REQUESTED/GATEWAY_REFUNDED past its
 //!   saga's retries (a saga that never started, or gave up), is finished by
 //!   `refund_service::settle`: refunded at the gateway (idempotent per
-//!   refundId) and credited (`ref_Y#REFUND`, once).
+//!   refundId) and credited (`ref_Y#REFUND`, once); a definite refusal
+//!   fails it and gives its reservation back.
 //!
 //! Why it is safe beside live sagas and beside another copy of itself: each
 //! step is idempotent by its id and every status change is conditioned on
@@ -125,8 +126,7 @@ pub enum Outcome {
     /// asked again by the next run.
     Unknown,
     /// The books disagree (the gateway captured what the wallet gave back,
-    /// the wallet refuses a credit, the gateway refused a refund): left for a
-    /// person.
+    /// the wallet refuses a refund credit): left for a person.
     Mismatch,
 }
 
@@ -677,9 +677,9 @@ async fn resolve_refund(deps: &Deps, refund: &Refund) -> (Outcome, String, Optio
                 Some(done.status),
             ),
             RefundStatus::Failed => (
-                Outcome::Mismatch,
+                Outcome::Resolved,
                 format!(
-                    "the gateway refused it ({}); its amount stays reserved on the payment",
+                    "failed: the gateway refused it ({}); its reservation was given back",
                     done.failure_reason.as_deref().unwrap_or("no reason")
                 ),
                 Some(done.status),

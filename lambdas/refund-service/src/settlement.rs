@@ -6,13 +6,15 @@
 //! the refund as it is.
 
 use shared::domain::{Movement, Refund, RefundStatus, Timestamp};
-use shared::{ErrorType, GatewayError, StoreError, TaskError};
+use shared::ports::VERSION_ATTEMPT_COUNT_MAX;
+use shared::{Entity, ErrorType, GatewayError, StoreError, TaskError};
 use tracing::{error, info, warn};
 
 use crate::{Deps, FUNCTION_NAME};
 
-/// Metric (namespace `PaymentSaga`, dimension `Service`) of a refund whose
-/// money the books and the gateway/wallet disagree on: a person must act.
+/// Metric (namespace `PaymentSaga`, dimension `Service`) of a refund the
+/// gateway refused (the customer got nothing back) or whose credit the
+/// wallet refused after the gateway paid out: a person looks at it.
 pub const METRIC_REFUND_FAILED: &str = "RefundFailed";
 /// Metric of a refund its saga could not finish (RECONCILIATION_REQUIRED).
 pub const METRIC_REFUND_RECONCILIATION: &str = "RefundReconciliationRequired";
@@ -21,14 +23,18 @@ pub const METRIC_REFUND_RECONCILIATION: &str = "RefundReconciliationRequired";
 const GATEWAY_CODE_LENGTH_MAX: usize = 64;
 
 /// The saga's `RefundAtGateway`: REQUESTED → GATEWAY_REFUNDED, or FAILED
-/// (answered as `GatewayRejected`, on this run and every re-run).
+/// with its reservation given back on the payment (answered as
+/// `GatewayRejected`, on this run and every re-run).
 pub async fn at_gateway(deps: &Deps, refund: Refund) -> Result<Refund, TaskError> {
     let refund = match refund.status {
         RefundStatus::Requested => refund_at_gateway(deps, &refund).await?,
         _ => refund,
     };
     match refund.status {
-        RefundStatus::Failed => Err(failed(&refund)),
+        RefundStatus::Failed => {
+            refused(&refund);
+            Err(failed(&refund))
+        }
         _ => Ok(refund),
     }
 }
@@ -65,6 +71,10 @@ pub async fn settle(deps: &Deps, refund: Refund) -> Result<Refund, TaskError> {
     };
     match refund.status {
         RefundStatus::GatewayRefunded => credit_wallet(deps, &refund).await,
+        RefundStatus::Failed => {
+            refused(&refund);
+            Ok(refund)
+        }
         _ => Ok(refund),
     }
 }
@@ -125,11 +135,7 @@ async fn refund_at_gateway(deps: &Deps, refund: &Refund) -> Result<Refund, TaskE
             );
             let next =
                 refund.advance(RefundStatus::Failed, None, Some(reason), Timestamp::now())?;
-            let saved = save_step(deps, next).await?;
-            if saved.status == RefundStatus::Failed {
-                needs_reconciliation(&saved, "gateway refused the refund");
-            }
-            Ok(saved)
+            fail_and_release(deps, next).await
         }
         // Unavailable (retryable) or ambiguous: the refund may or may not exist
         // at the gateway. It stays REQUESTED and a re-run asks again with the
@@ -174,23 +180,69 @@ async fn credit_wallet(deps: &Deps, refund: &Refund) -> Result<Refund, TaskError
     }
 }
 
+/// Stores the FAILED refund and gives its reservation back on its payment in
+/// one transaction. A payment that changed since it was read (another
+/// refund) is read again; a refund that moved on (another invocation stored
+/// a step, or this very write whose answer was lost) is answered as stored.
+async fn fail_and_release(deps: &Deps, failed: Refund) -> Result<Refund, TaskError> {
+    for _ in 0..VERSION_ATTEMPT_COUNT_MAX {
+        let payment = deps
+            .payments
+            .get(&failed.payment_id)
+            .await?
+            .ok_or_else(|| StoreError::payment_not_found(failed.payment_id))?;
+        match deps
+            .refunds
+            .fail_and_release(&failed, &payment, Timestamp::now())
+            .await
+        {
+            Ok(_) => return Ok(failed),
+            Err(StoreError::StaleVersion {
+                entity: Entity::Refund,
+                ..
+            }) => return stored(deps, &failed).await,
+            Err(StoreError::StaleVersion { .. }) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(TaskError::new(
+        ErrorType::Retryable,
+        format!(
+            "refund {}: its payment kept changing while its reservation was released",
+            failed.refund_id
+        ),
+    ))
+}
+
+/// The refund as stored now.
+async fn stored(deps: &Deps, refund: &Refund) -> Result<Refund, TaskError> {
+    deps.refunds.get(&refund.refund_id).await?.ok_or_else(|| {
+        StoreError::NotFound {
+            entity: shared::Entity::Refund,
+            id: refund.refund_id.to_string(),
+        }
+        .into()
+    })
+}
+
 /// Stores the next step. Losing the version race means a concurrent invocation
 /// of this refund stored a step first: continue from what it stored.
 async fn save_step(deps: &Deps, next: Refund) -> Result<Refund, TaskError> {
     match deps.refunds.save(&next).await {
         Ok(()) => Ok(next),
-        Err(StoreError::StaleVersion { .. }) => {
-            let stored = deps.refunds.get(&next.refund_id).await?;
-            stored.ok_or_else(|| {
-                StoreError::NotFound {
-                    entity: shared::Entity::Refund,
-                    id: next.refund_id.to_string(),
-                }
-                .into()
-            })
-        }
+        Err(StoreError::StaleVersion { .. }) => stored(deps, &next).await,
         Err(err) => Err(err.into()),
     }
+}
+
+/// Says that the gateway refused `refund` (log and the alarmed
+/// `RefundFailed` metric), every time a run answers it FAILED: at least
+/// once, even when the run that failed it lost its answer after the write.
+fn refused(refund: &Refund) {
+    warn!(refundId = %refund.refund_id, paymentId = %refund.payment_id, amount = %refund.amount,
+        failureReason = refund.failure_reason.as_deref(),
+        "gateway refused the refund: FAILED, its reservation given back on the payment");
+    shared::observability::emit_count(METRIC_REFUND_FAILED, FUNCTION_NAME);
 }
 
 /// The error a FAILED refund answers with, on its first run and on every re-run.
@@ -208,10 +260,10 @@ fn failed(refund: &Refund) -> TaskError {
     )
 }
 
-/// The refund's amount stays reserved on the payment (its refunded amount and
-/// status) on purpose: whether money moved is for a person to decide with the
-/// gateway's and the ledger's records at hand, never for this function to undo
-/// silently. The error log and the `RefundFailed` metric (alarmed) say so.
+/// The gateway paid out but the wallet refuses the credit: the refund's
+/// amount stays reserved on the payment (the money did leave the gateway), for
+/// a person to settle with the gateway's and the ledger's records at hand.
+/// The error log and the `RefundFailed` metric (alarmed) say so.
 fn needs_reconciliation(refund: &Refund, what: &str) {
     error!(refundId = %refund.refund_id, paymentId = %refund.payment_id, amount = %refund.amount,
         status = refund.status.as_str(), failureReason = refund.failure_reason.as_deref(),

@@ -740,7 +740,7 @@ async fn a_crash_after_the_wallet_credit_is_resumed_without_crediting_twice() {
 }
 
 #[tokio::test]
-async fn a_gateway_rejection_fails_the_refund_and_keeps_the_reservation() {
+async fn a_gateway_rejection_fails_the_refund_and_releases_its_reservation() {
     let world = World::new();
     let payment = world.completed_payment("100").await;
     world.gateway.fail_next(
@@ -764,9 +764,11 @@ async fn a_gateway_rejection_fails_the_refund_and_keeps_the_reservation() {
         Some("GATEWAY_REJECTED (422 REFUND_NOT_ALLOWED)")
     );
     assert!(world.balance().await.1.is_empty());
-    // AND the reservation stays on the payment, for reconciliation
+    // AND the payment no longer claims money that never moved: its
+    // reservation is given back, and it is COMPLETED again
     let stored = world.payment(&payment.payment_id).await;
-    assert_eq!(stored.refunded_amount, usd("20"));
+    assert_eq!(stored.refunded_amount, usd("0"));
+    assert_eq!(stored.status, PaymentStatus::Completed);
     // AND a re-run gives the same answer without calling the gateway again
     let again = world.run(cmd).await.unwrap_err();
     assert_eq!(again.error_type, ErrorType::GatewayRejected);

@@ -211,6 +211,11 @@ pub struct PaymentChange {
     /// a payment whose saga did not start only while it is still PENDING,
     /// never one a running saga has moved on).
     pub only_from: Option<PaymentStatus>,
+    /// A refund the gateway refused gives its reservation back: the refunded
+    /// total goes down (`refunded_amount`), and a REFUNDED or
+    /// PARTIALLY_REFUNDED payment goes back to PARTIALLY_REFUNDED or
+    /// COMPLETED. Only this change may move a payment that way.
+    pub release: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -227,6 +232,8 @@ pub enum TransitionError {
     },
     #[error("refunded amount {refunded} would exceed the payment amount {amount}")]
     RefundExceedsAmount { refunded: Money, amount: Money },
+    #[error("cannot release {released}: only {refunded} is refunded")]
+    ReleaseExceedsRefunded { released: Money, refunded: Money },
 }
 
 impl PaymentChange {
@@ -237,6 +244,7 @@ impl PaymentChange {
             failure_reason: None,
             refunded_amount: None,
             only_from: None,
+            release: false,
         }
     }
 
@@ -283,10 +291,31 @@ impl PaymentChange {
         status_same && reference_same && refunded_same && fence_same
     }
 
+    /// Whether this is a release the payment allows: from a refunded status
+    /// back to one with less refunded, the total going down.
+    fn is_release_of(&self, payment: &Payment) -> bool {
+        use PaymentStatus::*;
+        let back = matches!(
+            (payment.status, self.to),
+            (PartiallyRefunded | Refunded, PartiallyRefunded | Completed)
+        );
+        let less = self.refunded_amount.is_some_and(|refunded| {
+            refunded.currency() == payment.refunded_amount.currency()
+                && refunded.amount() < payment.refunded_amount.amount()
+                && (refunded.is_zero() == (self.to == Completed))
+        });
+        self.release && back && less
+    }
+
     /// The payment after this change, or why it is not allowed.
     pub fn apply(&self, payment: &Payment, at: Timestamp) -> Result<Payment, TransitionError> {
         let fenced = self.only_from.is_some_and(|from| payment.status != from);
-        if fenced || !payment.status.can_transition_to(self.to) {
+        let allowed = if self.release {
+            self.is_release_of(payment)
+        } else {
+            payment.status.can_transition_to(self.to)
+        };
+        if fenced || !allowed {
             return Err(TransitionError::NotAllowed {
                 from: payment.status,
                 to: self.to,

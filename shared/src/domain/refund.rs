@@ -14,9 +14,9 @@ pub const REFUND_REASON_LENGTH_MAX: u32 = 256;
 /// `REQUESTED` (recorded, and its amount reserved on the payment — refunded
 /// amount and status — in the same transaction, see [`Refund::reserve_on`]) →
 /// `GATEWAY_REFUNDED` (money back at the gateway) → `COMPLETED` (wallet credited).
-/// `FAILED`: the gateway definitely refused the refund. The reservation on the
-/// payment is NOT undone automatically: money bookkeeping that the gateway and
-/// the ledger disagree on is for an operator to reconcile, never silently reversed.
+/// `FAILED`: the gateway definitely refused the refund; its reservation is
+/// given back in the same transaction ([`Refund::release_on`]), so the
+/// payment never claims money that did not move.
 /// `RECONCILIATION_REQUIRED`: the refund saga ran out of retries before the
 /// refund finished (metric and alarm); a person or the reconciler settles it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -187,6 +187,53 @@ impl Refund {
         Ok((after, event))
     }
 
+    /// The change that gives this refund's reservation back on `payment`
+    /// (the gateway refused it): the refunded total drops by `amount`, and
+    /// the payment is COMPLETED again when nothing is left refunded, else
+    /// PARTIALLY_REFUNDED.
+    pub fn release(&self, payment: &Payment) -> Result<PaymentChange, TransitionError> {
+        let refunded = payment
+            .refunded_amount
+            .checked_sub(&self.amount)
+            .ok()
+            .filter(|_| self.amount.amount() <= payment.refunded_amount.amount())
+            .ok_or(TransitionError::ReleaseExceedsRefunded {
+                released: self.amount,
+                refunded: payment.refunded_amount,
+            })?;
+        let to = if refunded.is_zero() {
+            PaymentStatus::Completed
+        } else {
+            PaymentStatus::PartiallyRefunded
+        };
+        Ok(PaymentChange {
+            refunded_amount: Some(refunded),
+            release: true,
+            ..PaymentChange::to(to)
+        })
+    }
+
+    /// The payment after releasing this (refused) refund's reservation on it
+    /// (as read, `version` + 1) and that change's audit event: what both
+    /// stores write with the FAILED refund in one transaction.
+    pub fn release_on(
+        &self,
+        payment: &Payment,
+        at: Timestamp,
+    ) -> Result<(Payment, PaymentEvent), TransitionError> {
+        assert_eq!(
+            self.payment_id, payment.payment_id,
+            "refund of another payment"
+        );
+        let after = self.release(payment)?.apply(payment, at)?;
+        let mut event = PaymentEvent::status_changed(payment, &after);
+        event.detail = Some(format!(
+            "REFUND_RELEASED {} {}",
+            self.refund_id, self.amount
+        ));
+        Ok((after, event))
+    }
+
     /// Whether `other` is the same refund request (a retried create).
     pub fn same_request(&self, other: &Refund) -> bool {
         self.refund_id == other.refund_id
@@ -235,6 +282,41 @@ mod tests {
             None,
             Timestamp::now(),
         )
+    }
+
+    #[test]
+    fn a_refused_refund_releases_exactly_its_amount_and_nothing_else_can() {
+        let refunded = payment(PaymentStatus::Refunded, "100");
+        let refund = refund_of(&refunded, "40");
+        let (after, event) = refund.release_on(&refunded, Timestamp::now()).unwrap();
+        assert_eq!(after.status, PaymentStatus::PartiallyRefunded);
+        assert_eq!(after.refunded_amount, usd("60"));
+        assert_eq!(
+            event
+                .detail
+                .as_deref()
+                .map(|d| d.starts_with("REFUND_RELEASED")),
+            Some(true)
+        );
+        let whole = refund_of(&after, "60");
+        let (back, _) = whole.release_on(&after, Timestamp::now()).unwrap();
+        assert_eq!(back.status, PaymentStatus::Completed);
+        assert!(back.refunded_amount.is_zero());
+        // more than is refunded cannot be released
+        let too_much = refund_of(&after, "60.01");
+        assert!(matches!(
+            too_much.release_on(&after, Timestamp::now()),
+            Err(TransitionError::ReleaseExceedsRefunded { .. })
+        ));
+        // and no other change takes a refunded payment back (a replayed
+        // COMPLETE stays refused)
+        let replay = PaymentChange::completed("gw_1".into());
+        assert!(replay.apply(&refunded, Timestamp::now()).is_err());
+        let unmarked = PaymentChange {
+            refunded_amount: Some(usd("60")),
+            ..PaymentChange::to(PaymentStatus::PartiallyRefunded)
+        };
+        assert!(unmarked.apply(&refunded, Timestamp::now()).is_err());
     }
 
     #[test]

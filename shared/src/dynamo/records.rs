@@ -527,6 +527,15 @@ impl RefundRepo for DynamoStore {
         }
     }
 
+    async fn fail_and_release(
+        &self,
+        failed: &Refund,
+        payment: &Payment,
+        at: Timestamp,
+    ) -> Result<Payment, StoreError> {
+        self.fail_and_release_refund(failed, payment, at).await
+    }
+
     async fn reserve(
         &self,
         refund: &Refund,

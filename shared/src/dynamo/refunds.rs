@@ -80,6 +80,63 @@ impl DynamoStore {
         Err(stale)
     }
 
+    /// [`RefundRepo::fail_and_release`]: the FAILED refund, the payment
+    /// with its reservation given back and its event, in one transaction.
+    pub(super) async fn fail_and_release_refund(
+        &self,
+        failed: &Refund,
+        payment: &Payment,
+        at: Timestamp,
+    ) -> Result<Payment, StoreError> {
+        let (after, event) = failed.release_on(payment, at)?;
+        let items = [
+            conditional_put(
+                &self.tables.refunds,
+                mapping::refund_to_item(failed),
+                "#version = :expected",
+                &[attr::VERSION],
+                Some(key(&[(":expected", n(failed.version.saturating_sub(1)))])),
+            )?,
+            conditional_put(
+                &self.tables.payments,
+                mapping::payment_to_item(&after),
+                "#version = :expected",
+                &[attr::VERSION],
+                Some(key(&[(":expected", n(payment.version))])),
+            )?,
+            conditional_put(
+                &self.tables.payment_events,
+                mapping::event_to_item(&event),
+                "attribute_not_exists(#sk)",
+                &[attr::SORT_KEY],
+                None,
+            )?,
+        ];
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items.to_vec()))
+            .send()
+            .await
+            .map(|_| ());
+        let reasons = match transact_outcome(result)? {
+            TransactOutcome::Committed => return Ok(after),
+            TransactOutcome::Cancelled(reasons) => reasons,
+        };
+        if failed_condition(&reasons, REFUND_ITEM) {
+            return Err(StoreError::StaleVersion {
+                entity: Entity::Refund,
+                id: failed.refund_id.to_string(),
+            });
+        }
+        // The payment's version moved on, or a concurrent transaction held an
+        // item: nothing was written; the caller reads again and re-decides.
+        Err(StoreError::StaleVersion {
+            entity: Entity::Payment,
+            id: payment.payment_id.to_string(),
+        })
+    }
+
     /// The refund stored under `refund`'s id: the same request is a replay
     /// (with the payment as it is now); a different one conflicts; none at all
     /// means `otherwise` is the real answer.
