@@ -3,7 +3,9 @@
 //! documented key is always present.
 
 use serde_json::{Value, json};
-use shared::domain::{LedgerEntry, Payment, PaymentEvent, Refund, TopUpId, Wallet};
+use shared::domain::{
+    LedgerEntry, Money, Payment, PaymentEvent, Refund, RefundStatus, TopUpId, Wallet,
+};
 
 pub fn payment(payment: &Payment) -> Value {
     json!({
@@ -36,12 +38,34 @@ fn with_execution_arn(mut view: Value, execution_arn: &str) -> Value {
     view
 }
 
-/// `GET /payments/{paymentId}`: the payment, its timeline and its refunds.
+/// `GET /payments/{paymentId}`: the payment, its timeline and its refunds,
+/// with what its refunds have really paid back apart from what is still on
+/// its way (the payment's `refundedAmount` counts both).
 pub fn payment_detail(found: &Payment, events: &[PaymentEvent], refunds: &[Refund]) -> Value {
+    let total = |wanted: fn(RefundStatus) -> bool| {
+        refunds
+            .iter()
+            .filter(|refund| wanted(refund.status))
+            .try_fold(Money::zero(found.amount.currency()), |sum, refund| {
+                sum.checked_add(&refund.amount)
+            })
+            .map_or_else(|_| "-".to_owned(), |sum| sum.amount_text())
+    };
+    let completed = total(|status| status == RefundStatus::Completed);
+    let pending = total(|status| {
+        matches!(
+            status,
+            RefundStatus::Requested
+                | RefundStatus::GatewayRefunded
+                | RefundStatus::ReconciliationRequired
+        )
+    });
     let mut view = payment(found);
     if let Some(map) = view.as_object_mut() {
         map.insert("events".to_owned(), events.iter().map(event).collect());
         map.insert("refunds".to_owned(), refunds.iter().map(refund).collect());
+        map.insert("refundsCompletedAmount".to_owned(), json!(completed));
+        map.insert("refundsPendingAmount".to_owned(), json!(pending));
     }
     view
 }

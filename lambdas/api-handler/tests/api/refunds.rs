@@ -50,10 +50,12 @@ async fn a_full_refund_answers_202_and_its_saga_is_started() {
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].amount, None);
     assert_eq!(calls[0].reason.as_deref(), Some("damaged"));
-    // AND the payment shows the refund
+    // AND the payment shows the refund, reserved but not paid back yet
     let payment = h.send(Req::get(format!("/payments/{payment_id}"))).await;
     assert_eq!(payment.body["status"], "REFUNDED");
     assert_eq!(payment.body["refundedAmount"], "80.00");
+    assert_eq!(payment.body["refundsPendingAmount"], "80.00");
+    assert_eq!(payment.body["refundsCompletedAmount"], "0.00");
     assert_eq!(
         payment.body["refunds"][0]["refundId"],
         reply.body["refundId"]
