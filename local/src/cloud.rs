@@ -26,6 +26,9 @@ use crate::{FunctionInvoker, InvokeFailure, apigw, edge};
 
 /// The API key the mock gateway requires and the functions send, locally.
 pub const LOCAL_GATEWAY_API_KEY: &str = "local-gateway-key";
+/// The secret gateway webhooks are signed with locally (a fixed development
+/// secret; on AWS an SSM SecureString).
+pub const LOCAL_WEBHOOK_SECRET: &str = "whsec_local_development";
 /// How long start-up waits for the mock gateway to answer its health check.
 const GATEWAY_READY_SECONDS_MAX: u64 = 20;
 
@@ -262,6 +265,7 @@ fn function_environment(
             "GATEWAY_API_KEY".to_owned(),
             LOCAL_GATEWAY_API_KEY.to_owned(),
         ),
+        ("WEBHOOK_SECRET".to_owned(), LOCAL_WEBHOOK_SECRET.to_owned()),
     ]);
     environment.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
     environment

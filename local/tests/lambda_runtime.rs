@@ -548,12 +548,18 @@ async fn the_invoke_rest_api_speaks_aws() {
         headers["x-amzn-errortype"],
         "InvalidRequestContentException"
     );
-    // Event invocations are refused, DryRun checks the function
+    // Event invocations are queued (202) for a function that exists, refused
+    // for one that does not; DryRun checks the function
     let event = Request::post(format!("/2015-03-31/functions/{FUNCTION}/invocations"))
         .header("X-Amz-Invocation-Type", "Event")
         .body(Body::from("{}"))
         .unwrap();
-    assert_eq!(send(&router, event).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(send(&router, event).await.0, StatusCode::ACCEPTED);
+    let unknown = Request::post("/2015-03-31/functions/no-such-function/invocations")
+        .header("X-Amz-Invocation-Type", "Event")
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(send(&router, unknown).await.0, StatusCode::NOT_FOUND);
     let dry = Request::post(format!("/2015-03-31/functions/{FUNCTION}/invocations"))
         .header("X-Amz-Invocation-Type", "DryRun")
         .body(Body::empty())

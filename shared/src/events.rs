@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     LedgerEntry, Money, MovementReceipt, NewPayment, Payment, PaymentId, PaymentStatus, RefundId,
-    UserId,
+    Timestamp, UserId,
 };
 
 /// The execution input `api-handler` starts the saga with; the execution
@@ -328,6 +328,45 @@ pub struct RefundCommand {
     pub amount: Option<Money>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// What the reconciler is asked (`lambdas/reconciler`): its schedule sends
+/// `{}` (every default), `saga reconcile` its options, api-handler the items
+/// of a verified gateway webhook. Unknown fields (an EventBridge event's own) are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileRequest {
+    /// Ask the gateway, change nothing, say what would be done.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Only items created at or after this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_age_min_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_age_min_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_count_max: Option<u32>,
+    /// Only these payments (and `refundIds`), at any age: what a verified
+    /// gateway webhook asks for (the gateway says the outcome is final; the
+    /// run still asks it again before anything moves). The open index is not
+    /// read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payment_ids: Vec<PaymentId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refund_ids: Vec<RefundId>,
+}
+
+impl ReconcileRequest {
+    /// The request for the items one gateway event is about.
+    pub fn targeted(payment_ids: Vec<PaymentId>, refund_ids: Vec<RefundId>) -> Self {
+        Self {
+            payment_ids,
+            refund_ids,
+            ..Self::default()
+        }
+    }
 }
 
 #[cfg(test)]

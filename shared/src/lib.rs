@@ -17,5 +17,6 @@ pub mod lambda;
 pub mod memory;
 pub mod observability;
 pub mod ports;
+pub mod webhook;
 
 pub use error::{Entity, ErrorType, GatewayError, RepoError, StoreError, TaskError, WalletError};

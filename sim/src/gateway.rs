@@ -59,6 +59,9 @@ struct GatewayRefundRecord {
     reference: String,
 }
 
+/// The secret api-handler verifies gateway webhooks with in the simulation.
+pub const WEBHOOK_SECRET: &[u8] = b"whsec_sim";
+
 #[derive(Default)]
 struct Books {
     charges: BTreeMap<String, Charge>,

@@ -168,6 +168,12 @@ async fn run_world(seed: u64, faults: &FaultSet) -> Result<SeedReport, String> {
         load(REFUND_SAGA_ASL)?,
         functions,
     ));
+    let reconciler = Arc::new(reconciler::Deps {
+        payments: store.clone(),
+        refunds: store.clone(),
+        wallets: store.clone(),
+        gateway: Arc::new(gateway.clone()),
+    });
     let refunder = SimRefunder {
         env: env.clone(),
         deps: refund_deps,
@@ -185,16 +191,15 @@ async fn run_world(seed: u64, faults: &FaultSet) -> Result<SeedReport, String> {
                 refunds: refund_sfn.clone(),
             }),
             refunder: Arc::new(refunder),
+            reconciler: Arc::new(schedule::OnDemand {
+                env: env.clone(),
+                deps: reconciler.clone(),
+            }),
+            webhook_secret: Some(api_handler::WebhookSecret(gateway::WEBHOOK_SECRET.to_vec())),
             amount_max: AMOUNT_MAX_DEFAULT,
         }),
         told: Arc::new(Mutex::new(Told::default())),
     };
-    let reconciler = Arc::new(reconciler::Deps {
-        payments: store.clone(),
-        refunds: store.clone(),
-        wallets: store.clone(),
-        gateway: Arc::new(gateway.clone()),
-    });
     let users = start_clients(&env, &api)?;
     let busy_runs = schedule::start_busy_runs(&env, &reconciler);
     env.quiesce().await;

@@ -121,3 +121,24 @@ pub async fn run_until_settled(env: &Env, deps: &reconciler::Deps) -> Tally {
     }
     tally
 }
+
+/// api-handler's `ReconcileTrigger`: a verified gateway webhook's items,
+/// reconciled as an asynchronous Lambda invoke would (a detached run a
+/// moment later).
+pub struct OnDemand {
+    pub env: Env,
+    pub deps: Arc<reconciler::Deps>,
+}
+
+#[async_trait::async_trait]
+impl api_handler::ReconcileTrigger for OnDemand {
+    async fn reconcile(&self, request: &ReconcileRequest) -> Result<(), String> {
+        let (env, deps, request) = (self.env.clone(), self.deps.clone(), request.clone());
+        let _detached = self.env.spawn(async move {
+            env.latency(5..=200).await;
+            let tally = run(&env, &deps, &request, "webhook").await;
+            drop(tally);
+        });
+        Ok(())
+    }
+}

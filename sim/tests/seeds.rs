@@ -88,6 +88,13 @@ const REGRESSION_SEEDS: &[(u64, &str, &str)] = &[
          alarm (the retry found it FAILED and said nothing)",
     ),
     (
+        93169,
+        "all",
+        "11: a payment failed as not started whose saga had started and debited it, and could \
+         not close it at the gateway, kept the debit as FAILED with nothing to give it back \
+         (now it is flagged RECONCILIATION_REQUIRED and the reconciler gives it back)",
+    ),
+    (
         125,
         "all",
         "11: a refund reserved whose client gave up before its saga started stayed REQUESTED \

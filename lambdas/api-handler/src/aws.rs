@@ -15,14 +15,16 @@ use aws_sdk_sfn::error::ProvideErrorMetadata;
 use aws_sdk_sfn::operation::start_execution::StartExecutionError;
 use serde::Deserialize;
 use shared::domain::Refund;
-use shared::events::{RefundCommand, RefundSagaInput, RefundTask, SagaInput};
+use shared::events::{ReconcileRequest, RefundCommand, RefundSagaInput, RefundTask, SagaInput};
 use shared::ports::{IdempotencyRepo, PaymentEventRepo, PaymentRepo, RefundRepo, WalletRepo};
 use shared::{ErrorType, TaskError};
 use tracing::info;
 
 use crate::Deps;
-use crate::config::Config;
-use crate::ports::{RefundInvokeError, RefundInvoker, SagaStartError, SagaStarter};
+use crate::config::{Config, WebhookSecretSource};
+use crate::ports::{
+    ReconcileTrigger, RefundInvokeError, RefundInvoker, SagaStartError, SagaStarter, WebhookSecret,
+};
 
 /// refund-service may run up to its 15 s timeout; one attempt waits a little
 /// longer than that, and the whole call stays under this function's 20 s.
@@ -33,7 +35,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REPLY_EXCERPT_LENGTH_MAX: usize = 200;
 
 /// Every dependency of the handler, built once per cold start.
-pub fn deps<S>(config: &Config, sdk: &SdkConfig, store: Arc<S>) -> Deps
+pub fn deps<S>(
+    config: &Config,
+    sdk: &SdkConfig,
+    store: Arc<S>,
+    webhook_secret: Option<WebhookSecret>,
+) -> Deps
 where
     S: PaymentRepo + PaymentEventRepo + WalletRepo + RefundRepo + IdempotencyRepo + 'static,
 {
@@ -49,7 +56,71 @@ where
             refund_state_machine_arn: config.refund_state_machine_arn.clone(),
         }),
         refunder: Arc::new(LambdaRefundInvoker::new(sdk, &config.refund_function_name)),
+        reconciler: Arc::new(LambdaReconcileTrigger {
+            client: aws_sdk_lambda::Client::new(sdk),
+            function_name: config.reconciler_function_name.clone(),
+        }),
+        webhook_secret,
         amount_max: config.amount_max,
+    }
+}
+
+/// The webhook secret, read once per cold start: the value itself, or the
+/// SSM SecureString it is kept in.
+pub async fn webhook_secret(
+    config: &Config,
+    sdk: &SdkConfig,
+) -> Result<Option<WebhookSecret>, String> {
+    match &config.webhook_secret {
+        WebhookSecretSource::None => Ok(None),
+        WebhookSecretSource::Value(value) => Ok(Some(WebhookSecret(value.as_bytes().to_vec()))),
+        WebhookSecretSource::Parameter(name) => {
+            let output = aws_sdk_ssm::Client::new(sdk)
+                .get_parameter()
+                .name(name)
+                .with_decryption(true)
+                .send()
+                .await
+                .map_err(|err| {
+                    format!(
+                        "webhook secret {name}: {}",
+                        aws_sdk_ssm::error::DisplayErrorContext(err)
+                    )
+                })?;
+            let value = output
+                .parameter
+                .and_then(|parameter| parameter.value)
+                .filter(|value| !value.is_empty())
+                .ok_or_else(|| format!("webhook secret {name}: the parameter has no value"))?;
+            Ok(Some(WebhookSecret(value.into_bytes())))
+        }
+    }
+}
+
+/// The reconciler, invoked asynchronously (`InvocationType::Event`: Lambda
+/// queues it and retries it on its own).
+pub struct LambdaReconcileTrigger {
+    client: aws_sdk_lambda::Client,
+    function_name: Option<String>,
+}
+
+#[async_trait]
+impl ReconcileTrigger for LambdaReconcileTrigger {
+    async fn reconcile(&self, request: &ReconcileRequest) -> Result<(), String> {
+        let function_name = self
+            .function_name
+            .as_deref()
+            .ok_or("RECONCILER_FUNCTION_NAME is not set")?;
+        let payload = serde_json::to_vec(request).map_err(|err| err.to_string())?;
+        self.client
+            .invoke()
+            .function_name(function_name)
+            .invocation_type(InvocationType::Event)
+            .payload(Blob::new(payload))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| DisplayErrorContext(err).to_string())
     }
 }
 

@@ -14,6 +14,30 @@ pub struct Config {
     pub refund_function_name: String,
     /// `AMOUNT_MAX` (default 1000000): largest payment or top-up, in major units.
     pub amount_max: Decimal,
+    /// `RECONCILER_FUNCTION_NAME`: the reconciler, invoked asynchronously for
+    /// each verified gateway webhook.
+    pub reconciler_function_name: Option<String>,
+    /// Where the gateway webhook secret is; webhooks are refused without one.
+    pub webhook_secret: WebhookSecretSource,
+}
+
+/// `WEBHOOK_SECRET` (the value itself: the local cloud's fixed development
+/// secret) or `WEBHOOK_SECRET_PARAMETER` (an SSM SecureString's name: AWS).
+#[derive(Clone, PartialEq, Eq)]
+pub enum WebhookSecretSource {
+    Value(String),
+    Parameter(String),
+    None,
+}
+
+impl std::fmt::Debug for WebhookSecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Value(_) => f.write_str("Value(<redacted>)"),
+            Self::Parameter(name) => write!(f, "Parameter({name})"),
+            Self::None => f.write_str("None"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,11 +66,22 @@ impl Config {
                 .filter(|max| *max > Decimal::ZERO)
                 .ok_or(ConfigError::AmountMax(text))?,
         };
+        let optional = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        let webhook_secret = match (
+            optional("WEBHOOK_SECRET"),
+            optional("WEBHOOK_SECRET_PARAMETER"),
+        ) {
+            (Some(value), _) => WebhookSecretSource::Value(value),
+            (None, Some(name)) => WebhookSecretSource::Parameter(name),
+            (None, None) => WebhookSecretSource::None,
+        };
         Ok(Self {
             state_machine_arn: required("STATE_MACHINE_ARN")?,
             refund_state_machine_arn: required("REFUND_STATE_MACHINE_ARN")?,
             refund_function_name: required("REFUND_FUNCTION_NAME")?,
             amount_max,
+            reconciler_function_name: optional("RECONCILER_FUNCTION_NAME"),
+            webhook_secret,
         })
     }
 }

@@ -14,6 +14,8 @@ use shared::domain::MoneyError;
 pub enum ErrorKind {
     /// The request itself is wrong (400, 405, 413, 415, 422 key reuse).
     InvalidRequest,
+    /// Who sent it could not be verified (401: a gateway webhook's signature).
+    Authentication,
     NotFound,
     /// Conflicts with a concurrent or earlier request (409).
     Conflict,
@@ -28,6 +30,7 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidRequest => "invalid_request_error",
+            Self::Authentication => "authentication_error",
             Self::NotFound => "not_found_error",
             Self::Conflict => "conflict_error",
             Self::BusinessRule => "business_rule_error",
@@ -79,6 +82,7 @@ codes! {
     InvalidCursor = (400, InvalidRequest, "invalid_cursor"),
     InvalidIdempotencyKey = (400, InvalidRequest, "invalid_idempotency_key"),
     InvalidRequest = (400, InvalidRequest, "invalid_request"),
+    InvalidSignature = (401, Authentication, "invalid_signature"),
     RouteNotFound = (404, NotFound, "route_not_found"),
     PaymentNotFound = (404, NotFound, "payment_not_found"),
     WalletNotFound = (404, NotFound, "wallet_not_found"),
@@ -272,6 +276,7 @@ mod tests {
             let kind = code.kind();
             match code.status() {
                 400 | 405 | 413 | 415 => assert_eq!(kind, ErrorKind::InvalidRequest, "{name}"),
+                401 => assert_eq!(kind, ErrorKind::Authentication, "{name}"),
                 404 => assert_eq!(kind, ErrorKind::NotFound, "{name}"),
                 409 => assert_eq!(kind, ErrorKind::Conflict, "{name}"),
                 422 => assert!(

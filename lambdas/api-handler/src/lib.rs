@@ -30,7 +30,9 @@ use shared::ports::{IdempotencyRepo, PaymentEventRepo, PaymentRepo, RefundRepo, 
 use tracing::{Instrument, info, warn};
 
 pub use config::Config;
-pub use ports::{RefundInvokeError, RefundInvoker, SagaStartError, SagaStarter};
+pub use ports::{
+    ReconcileTrigger, RefundInvokeError, RefundInvoker, SagaStartError, SagaStarter, WebhookSecret,
+};
 
 pub const FUNCTION_NAME: &str = "api-handler";
 
@@ -42,6 +44,11 @@ pub struct Deps {
     pub idempotency: Arc<dyn IdempotencyRepo>,
     pub saga: Arc<dyn SagaStarter>,
     pub refunder: Arc<dyn RefundInvoker>,
+    /// Settles the items of a verified gateway webhook.
+    pub reconciler: Arc<dyn ReconcileTrigger>,
+    /// What gateway webhooks are signed with; `None`: webhooks are refused
+    /// (503) until one is configured.
+    pub webhook_secret: Option<WebhookSecret>,
     /// Largest payment or top-up amount (`AMOUNT_MAX`).
     pub amount_max: Decimal,
 }

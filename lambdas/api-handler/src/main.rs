@@ -11,6 +11,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let sdk = shared::lambda::sdk_config().await;
     let store = Arc::new(shared::lambda::dynamo_store().await?);
-    let deps = aws::deps(&config, &sdk, store);
+    let webhook_secret = aws::webhook_secret(&config, &sdk).await?;
+    let deps = aws::deps(&config, &sdk, store, webhook_secret);
     run(service_fn(|event| handle(&deps, event))).await
 }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use shared::TaskError;
 use shared::domain::Refund;
-use shared::events::{RefundCommand, RefundSagaInput, SagaInput};
+use shared::events::{ReconcileRequest, RefundCommand, RefundSagaInput, SagaInput};
 
 /// Why the saga could not be started, by what it says about the execution.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,4 +69,24 @@ pub trait RefundInvoker: Send + Sync {
     /// Idempotent by `command.refund_id`: a reserved refund comes back as it
     /// is now.
     async fn reserve(&self, command: &RefundCommand) -> Result<Refund, RefundInvokeError>;
+}
+
+/// Asks the reconciler to settle the items a verified gateway webhook is
+/// about, now. Asynchronous: the webhook is answered without waiting for the
+/// run (whose steps ask the gateway again before anything moves).
+#[async_trait]
+pub trait ReconcileTrigger: Send + Sync {
+    /// `Err`: the request did not reach the reconciler (the sender should
+    /// deliver the event again).
+    async fn reconcile(&self, request: &ReconcileRequest) -> Result<(), String>;
+}
+
+/// The shared secret gateway webhooks are signed with. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(pub Vec<u8>);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(<redacted>)")
+    }
 }

@@ -36,14 +36,21 @@ pub const WALLET_CREDIT: Resource = Resource {
     methods: &["POST"],
 };
 
+/// The gateway's webhook: signed events, no API key.
+pub const GATEWAY_WEBHOOK: Resource = Resource {
+    template: "/webhooks/gateway",
+    methods: &["POST"],
+};
+
 /// Every resource the API serves.
-pub const RESOURCES: [Resource; 6] = [
+pub const RESOURCES: [Resource; 7] = [
     HEALTH,
     PAYMENTS,
     PAYMENT,
     PAYMENT_REFUNDS,
     WALLET,
     WALLET_CREDIT,
+    GATEWAY_WEBHOOK,
 ];
 
 /// One operation, with its raw (not yet validated) path parameter.
@@ -56,6 +63,7 @@ pub enum Route<'a> {
     CreateRefund { payment_id: &'a str },
     GetWallet { user_id: &'a str },
     CreditWallet { user_id: &'a str },
+    GatewayWebhook,
 }
 
 impl Route<'_> {
@@ -69,7 +77,8 @@ impl Route<'_> {
             | Self::GetPayment { .. }
             | Self::CreateRefund { .. }
             | Self::GetWallet { .. }
-            | Self::CreditWallet { .. } => Some(&[]),
+            | Self::CreditWallet { .. }
+            | Self::GatewayWebhook => Some(&[]),
         }
     }
 }
@@ -98,6 +107,7 @@ pub fn match_route<'a>(method: &str, path: &'a str) -> Matched<'a> {
         ("/payments/{paymentId}/refunds", "POST") => Route::CreateRefund { payment_id: param },
         ("/wallets/{userId}", "GET") => Route::GetWallet { user_id: param },
         ("/wallets/{userId}/credit", "POST") => Route::CreditWallet { user_id: param },
+        ("/webhooks/gateway", "POST") => Route::GatewayWebhook,
         _ => return Matched::MethodNotAllowed { resource },
     };
     Matched::Route { route, resource }
@@ -117,6 +127,7 @@ fn resource_of(path: &str) -> Option<(Resource, &str)> {
         ["payments"] => Some((PAYMENTS, "")),
         ["payments", id] => Some((PAYMENT, id)),
         ["payments", id, "refunds"] => Some((PAYMENT_REFUNDS, id)),
+        ["webhooks", "gateway"] => Some((GATEWAY_WEBHOOK, "")),
         ["wallets", user] => Some((WALLET, user)),
         ["wallets", user, "credit"] => Some((WALLET_CREDIT, user)),
         _ => None,

@@ -36,6 +36,7 @@ use std::sync::Arc;
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 use shared::domain::{Money, Movement, Payment, PaymentStatus, Refund, RefundStatus, Timestamp};
+pub use shared::events::ReconcileRequest;
 use shared::events::{ChargeStatus, InvoiceCommand, WalletCommand};
 use shared::ports::{
     DECLINE_CODE_CANCELED, OPEN_SHARD_COUNT, PAGE_LIMIT_MAX, PaymentGateway, PaymentRepo,
@@ -90,25 +91,8 @@ impl Deps {
     }
 }
 
-/// What to reconcile. The schedule sends `{}` (every default); `saga
-/// reconcile` sets what its options say. Unknown fields (an EventBridge
-/// event's own) are ignored.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReconcileRequest {
-    /// Ask the gateway, change nothing, say what would be done.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// Only items created at or after this instant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub since: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payment_age_min_seconds: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refund_age_min_seconds: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub item_count_max: Option<u32>,
-}
+/// Items a targeted request may name, at most.
+pub const TARGET_COUNT_MAX: usize = 20;
 
 /// What became of one item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -283,8 +267,12 @@ pub async fn reconcile(
         unread: Vec::new(),
         truncated: false,
     };
-    sweep(deps, &settings, &mut report, Kind::Payment, now).await;
-    sweep(deps, &settings, &mut report, Kind::Refund, now).await;
+    if !request.payment_ids.is_empty() || !request.refund_ids.is_empty() {
+        targets(deps, request, &mut report, now).await;
+    } else {
+        sweep(deps, &settings, &mut report, Kind::Payment, now).await;
+        sweep(deps, &settings, &mut report, Kind::Refund, now).await;
+    }
     for finding in &report.findings {
         if finding.outcome.is_left() {
             observability::emit_count(METRIC_RECONCILIATION_LEFT, FUNCTION_NAME);
@@ -347,6 +335,44 @@ async fn sweep(
             }
         }
         report.truncated |= cursor.is_some();
+    }
+}
+
+/// The items a targeted request names (at most [`TARGET_COUNT_MAX`] of
+/// each), read and settled at any age; one not found is a mismatch (the
+/// gateway knows what we do not).
+async fn targets(
+    deps: &Deps,
+    request: &ReconcileRequest,
+    report: &mut ReconcileReport,
+    now: Timestamp,
+) {
+    let settings = Settings {
+        payment_age_min_seconds: 0,
+        refund_age_min_seconds: 0,
+        ..Settings::from_request(request)
+    };
+    for payment_id in request.payment_ids.iter().take(TARGET_COUNT_MAX) {
+        match deps.payments.get(payment_id).await {
+            Ok(Some(payment)) if payment.is_open() => {
+                report.push(payment_finding(deps, &settings, payment, now).await);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => report
+                .unread
+                .push(format!("payment {payment_id}: not found")),
+            Err(err) => report.unread.push(format!("payment {payment_id}: {err}")),
+        }
+    }
+    for refund_id in request.refund_ids.iter().take(TARGET_COUNT_MAX) {
+        match deps.refunds.get(refund_id).await {
+            Ok(Some(refund)) if refund.is_open() => {
+                report.push(refund_finding(deps, &settings, refund, now).await);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => report.unread.push(format!("refund {refund_id}: not found")),
+            Err(err) => report.unread.push(format!("refund {refund_id}: {err}")),
+        }
     }
 }
 

@@ -8,8 +8,10 @@
 //! - `GET /2015-03-31/functions/{name}` and `.../configuration`.
 //!
 //! Errors are AWS's: status, `x-amzn-ErrorType` header and a JSON body with
-//! `Type` and `message`. `Event` (asynchronous) invocations are rejected with
-//! a clear message rather than run without Lambda's retry semantics.
+//! `Type` and `message`. `Event` (asynchronous) invocations are queued as on
+//! Lambda: answered 202 at once, then run in the background, tried again
+//! twice after a failure (1 s, then 2 s later here; about 1 and 2 minutes on
+//! AWS), a last failure logged.
 //!
 //! [`admin_routes`] adds local-only routes for tests, `make status` and
 //! operators (the local cloud mounts them on its edge endpoint).
@@ -92,6 +94,17 @@ async fn invoke(
         .unwrap_or("RequestResponse");
     match invocation_type {
         "RequestResponse" => {}
+        "Event" => {
+            if let Err(err) = service.resolve(&target) {
+                return invoke_error(&err);
+            }
+            let payload = match read_payload(body).await {
+                Ok(payload) => payload,
+                Err(response) => return *response,
+            };
+            let _queued = tokio::spawn(invoke_async(service, target, payload));
+            return StatusCode::ACCEPTED.into_response();
+        }
         "DryRun" => {
             return match service.resolve(&target) {
                 Ok(_) => StatusCode::NO_CONTENT.into_response(),
@@ -125,6 +138,27 @@ async fn invoke(
             invocation_response(&request_id, body.to_string(), true)
         }
         Err(err) => invoke_error(&err),
+    }
+}
+
+/// Attempts of an asynchronous invocation, as Lambda makes them.
+const ASYNC_ATTEMPT_COUNT_MAX: u32 = 3;
+
+/// An `Event` invocation: run, and run again after a failure, like
+/// Lambda's asynchronous queue; the answer goes nowhere.
+async fn invoke_async(service: Arc<LambdaService>, target: String, payload: Value) {
+    for attempt in 1..=ASYNC_ATTEMPT_COUNT_MAX {
+        let (request_id, result) = service
+            .invoke_with_request_id(&target, payload.clone())
+            .await;
+        match result {
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(function = %target, requestId = %request_id, attempt,
+                    error = %err, "asynchronous invocation failed");
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(u64::from(attempt))).await;
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod payments;
 pub mod refunds;
 pub mod wallets;
+pub mod webhooks;
 
 use serde_json::json;
 
@@ -48,6 +49,7 @@ async fn run(deps: &Deps, request: &Request<'_>, route: Route<'_>) -> Result<Res
         Route::CreditWallet { user_id } => {
             wallets::credit(deps, request, user_id, &read_body(request)?).await
         }
+        Route::GatewayWebhook => webhooks::receive(deps, request).await,
     }
 }
 

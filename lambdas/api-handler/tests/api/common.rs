@@ -145,7 +145,29 @@ pub struct Harness {
     pub store: Arc<InMemoryStore>,
     pub saga: Arc<FakeSaga>,
     pub refunder: Arc<FakeRefunder>,
+    pub reconciler: Arc<FakeReconciler>,
     pub deps: Deps,
+}
+
+/// The webhook secret every harness verifies with.
+pub const WEBHOOK_SECRET: &[u8] = b"whsec_test_harness";
+
+/// Records what the webhook route asked the reconciler; fails on demand.
+#[derive(Default)]
+pub struct FakeReconciler {
+    pub requests: Mutex<Vec<shared::events::ReconcileRequest>>,
+    pub failing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl api_handler::ReconcileTrigger for FakeReconciler {
+    async fn reconcile(&self, request: &shared::events::ReconcileRequest) -> Result<(), String> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("simulated: Lambda throttled the invoke".to_owned());
+        }
+        self.requests.lock().unwrap().push(request.clone());
+        Ok(())
+    }
 }
 
 impl Harness {
@@ -157,6 +179,7 @@ impl Harness {
         let store = Arc::new(InMemoryStore::new());
         let saga = Arc::new(FakeSaga::over(store.clone()));
         let refunder = Arc::new(FakeRefunder::new(store.clone()));
+        let reconciler = Arc::new(FakeReconciler::default());
         let deps = Deps {
             payments: store.clone(),
             events: store.clone(),
@@ -165,12 +188,15 @@ impl Harness {
             idempotency: store.clone(),
             saga: saga.clone(),
             refunder: refunder.clone(),
+            reconciler: reconciler.clone(),
+            webhook_secret: Some(api_handler::WebhookSecret(WEBHOOK_SECRET.to_vec())),
             amount_max,
         };
         Self {
             store,
             saga,
             refunder,
+            reconciler,
             deps,
         }
     }

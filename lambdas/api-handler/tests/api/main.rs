@@ -10,3 +10,4 @@ mod openapi;
 mod payments;
 mod refunds;
 mod wallets;
+mod webhooks;
