@@ -162,7 +162,8 @@ impl LocalCloud {
         } else {
             options.gateway_port
         };
-        let gateway = start_gateway(&options, gateway_port, &log_dir).await?;
+        let webhook_url = format!("http://{api_address}/webhooks/gateway");
+        let gateway = start_gateway(&options, gateway_port, &log_dir, &webhook_url).await?;
         let endpoints = Endpoints {
             edge: format!("http://{edge_address}"),
             api: format!("http://{api_address}"),
@@ -322,6 +323,7 @@ async fn start_gateway(
     options: &Options,
     port: u16,
     log_dir: &Path,
+    webhook_url: &str,
 ) -> Result<Option<Child>, CloudError> {
     let binary = options.bin_dir.join("mock-gateway");
     if !binary.exists() {
@@ -343,6 +345,9 @@ async fn start_gateway(
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PORT", port.to_string())
         .env("GATEWAY_API_KEY", LOCAL_GATEWAY_API_KEY)
+        // Its signed webhooks come back to this cloud's API.
+        .env("WEBHOOK_URL", webhook_url)
+        .env("WEBHOOK_SECRET", LOCAL_WEBHOOK_SECRET)
         .env(
             "PENDING_DELAY_MS",
             options.gateway_pending_delay_ms.to_string(),

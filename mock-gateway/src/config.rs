@@ -236,7 +236,29 @@ pub struct GatewayConfig {
 pub struct ServerConfig {
     pub port: u16,
     pub gateway: GatewayConfig,
+    /// `WEBHOOK_URL` (and `WEBHOOK_SECRET`): where signed events go; none
+    /// when unset.
+    pub webhook: Option<WebhookConfig>,
 }
+
+/// Where the gateway sends its webhooks and the secret it signs them with.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The development secret webhooks are signed with when `WEBHOOK_SECRET`
+/// is unset (the local cloud's api-handler verifies with the same one).
+pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_local_development";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -301,9 +323,14 @@ impl ServerConfig {
                 MAX_PENDING_DELAY_MS,
             )?,
         };
+        let webhook = get("WEBHOOK_URL").map(|url| WebhookConfig {
+            url: url.trim().to_owned(),
+            secret: get("WEBHOOK_SECRET").unwrap_or_else(|| DEFAULT_WEBHOOK_SECRET.to_owned()),
+        });
         Ok(Self {
             port,
             gateway: GatewayConfig { api_key, settings },
+            webhook,
         })
     }
 }

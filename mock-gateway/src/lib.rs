@@ -14,6 +14,7 @@ mod money;
 mod refunds;
 mod routes;
 mod state;
+mod webhooks;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -33,6 +34,7 @@ pub use config::{
 pub use error::AppError;
 pub use middleware::API_KEY_HEADER;
 pub use state::{AppState, Clock, Limits, ManualClock, Stats, SystemClock};
+pub use webhooks::{SIGNATURE_HEADER, WebhookSender};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -96,7 +98,15 @@ pub async fn serve(
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, config.port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, mode = %config.gateway.settings.mode, "mock gateway listening");
-    axum::serve(listener, app(AppState::new(config.gateway)))
+    let webhooks = config
+        .webhook
+        .as_ref()
+        .map(|webhook| WebhookSender::new(&webhook.url, webhook.secret.as_bytes()));
+    if let Some(webhook) = &config.webhook {
+        tracing::info!(url = %webhook.url, "webhooks on");
+    }
+    let state = AppState::new(config.gateway).with_webhooks(webhooks);
+    axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::time::Duration;
 
 use crate::cancels;
 use crate::charges::{self, ChargeRequest};
@@ -39,6 +40,9 @@ pub async fn create_payment(
     let response = match result {
         Ok(done) => {
             let status = done.view.status;
+            if !done.replay {
+                announce_charge(&state, &payment_id, status);
+            }
             let outcome = if done.replay {
                 "REPLAY"
             } else {
@@ -52,6 +56,23 @@ pub async fn create_payment(
         Err(e) => e.into_response(),
     };
     tagged(response, payment_id)
+}
+
+/// The webhook a new charge's outcome sends: at once for an approval or a
+/// decline, when it is approved for a pending one.
+fn announce_charge(state: &AppState, payment_id: &str, status: charges::ChargeStatus) {
+    let Some(webhooks) = &state.webhooks else {
+        return;
+    };
+    let (event_type, delay) = match status {
+        charges::ChargeStatus::Approved => ("charge.succeeded", Duration::ZERO),
+        charges::ChargeStatus::Declined => ("charge.failed", Duration::ZERO),
+        charges::ChargeStatus::Pending => (
+            "charge.succeeded",
+            Duration::from_millis(state.settings().pending_delay_ms),
+        ),
+    };
+    webhooks.send_later(event_type, payment_id.to_owned(), None, delay);
 }
 
 /// `GET /v1/payments/{paymentId}`: always 200 with the current status.
@@ -114,6 +135,14 @@ pub async fn create_refund(
     let result = refunds::process(&mut state.lock(), state.limits, now, request);
     let response = match result {
         Ok(done) => {
+            if let (false, Some(webhooks)) = (done.replay, &state.webhooks) {
+                webhooks.send_later(
+                    "refund.succeeded",
+                    payment_id.clone(),
+                    Some(done.view.refund_id.clone()),
+                    Duration::ZERO,
+                );
+            }
             let outcome = if done.replay { "REPLAY" } else { "REFUNDED" };
             with_outcome((StatusCode::OK, Json(done.view)).into_response(), outcome)
         }

@@ -176,6 +176,8 @@ pub struct AppState {
     pub(crate) api_key: Arc<ApiKey>,
     pub(crate) initial: ModeSettings,
     pub(crate) limits: Limits,
+    /// Signed webhooks for final outcomes (`WEBHOOK_URL`), if configured.
+    pub(crate) webhooks: Option<crate::webhooks::WebhookSender>,
 }
 
 impl AppState {
@@ -191,7 +193,15 @@ impl AppState {
             api_key: Arc::new(config.api_key),
             initial: config.settings,
             limits: Limits::default(),
+            webhooks: None,
         }
+    }
+
+    /// Sends signed webhooks for final outcomes through `webhooks`.
+    #[must_use]
+    pub fn with_webhooks(mut self, webhooks: Option<crate::webhooks::WebhookSender>) -> Self {
+        self.webhooks = webhooks;
+        self
     }
 
     #[must_use]
