@@ -109,7 +109,7 @@ case "${1:-}" in
         done
         echo " captured"
         echo
-        echo "== make reconcile"
+        echo "== make reconcile (the gateway's webhook for the capture may have had it reconciled already)"
         "$SAGA" reconcile || true
         echo
         "$SAGA" payment show "$id"
