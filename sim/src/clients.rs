@@ -32,6 +32,8 @@ pub struct Told {
     pub payments_by_key: BTreeMap<String, BTreeSet<String>>,
     /// Payments an answer said were not charged.
     pub not_charged: BTreeSet<String>,
+    /// Forged or stale gateway webhooks api-handler did not refuse with 401.
+    pub bad_webhooks_accepted: Vec<String>,
     /// Requests sent, by route and status.
     pub answers: BTreeMap<String, u64>,
 }
@@ -70,6 +72,11 @@ impl Api {
         self.told.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A forged or stale webhook that was not refused.
+    pub fn told_bad_webhook(&self, what: String) {
+        self.told().bad_webhooks_accepted.push(what);
+    }
+
     pub async fn send(
         &self,
         method: &str,
@@ -77,11 +84,28 @@ impl Api {
         key: Option<&str>,
         body: Option<Value>,
     ) -> Reply {
+        let extra: Vec<(&str, &str)> = key
+            .map(|key| ("Idempotency-Key", key))
+            .into_iter()
+            .collect();
+        let body = body.map(|body| body.to_string());
+        self.send_raw(method, path, &extra, body).await
+    }
+
+    /// A request with these extra headers and this exact body text (what a
+    /// signature is computed over).
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        extra_headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Reply {
         self.env.latency(1..=30).await;
         let mut headers = serde_json::Map::new();
         headers.insert("Content-Type".into(), json!("application/json"));
-        if let Some(key) = key {
-            headers.insert("Idempotency-Key".into(), json!(key));
+        for (name, value) in extra_headers {
+            headers.insert((*name).to_owned(), json!(value));
         }
         let request_id = format!("req-{:016x}", self.env.random_u64());
         let event: Result<ApiGatewayProxyRequest, _> = serde_json::from_value(json!({
@@ -100,7 +124,7 @@ impl Api {
                 "identity": {"apiKeyId": "sim-client", "sourceIp": "127.0.0.1"},
                 "resourcePath": "/{proxy+}", "httpMethod": method, "apiId": "sim"
             },
-            "body": body.map(|b| b.to_string()),
+            "body": body,
             "isBase64Encoded": false
         }));
         let Ok(event) = event else {

@@ -47,6 +47,8 @@ pub enum Fault {
     /// The gateway refuses a refund (422 `REFUND_REFUSED`), and every retry
     /// of that refund id after it.
     GatewayRefundRefused,
+    /// A gateway webhook is lost, delivered twice, late, forged or stale.
+    WebhookMisdelivered,
     /// The charge stays PENDING for a while, then resolves.
     GatewayPending,
     /// The charge stays PENDING for longer than the saga polls.
@@ -60,7 +62,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 20] = [
+    pub const ALL: [Fault; 21] = [
         Self::CrashBeforeWrites,
         Self::ReplyLost,
         Self::TaskOverrun,
@@ -76,6 +78,7 @@ impl Fault {
         Self::GatewaySlow,
         Self::GatewayDecline,
         Self::GatewayRefundRefused,
+        Self::WebhookMisdelivered,
         Self::GatewayPending,
         Self::GatewayLongPending,
         Self::StoreThrottle,
@@ -100,6 +103,7 @@ impl Fault {
             Self::GatewaySlow => "gateway-slow",
             Self::GatewayDecline => "gateway-decline",
             Self::GatewayRefundRefused => "gateway-refund-refused",
+            Self::WebhookMisdelivered => "webhook-misdelivered",
             Self::GatewayPending => "gateway-pending",
             Self::GatewayLongPending => "gateway-long-pending",
             Self::StoreThrottle => "store-throttle",

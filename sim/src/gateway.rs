@@ -86,6 +86,8 @@ pub struct ChargeView {
 pub struct SimGateway {
     books: Arc<Mutex<Books>>,
     env: Env,
+    /// Where its webhooks go (api-handler, once it exists).
+    pub courier: crate::webhooks::Courier,
 }
 
 /// How a call ends on the wire.
@@ -99,6 +101,7 @@ impl SimGateway {
         Self {
             books: Arc::new(Mutex::new(Books::default())),
             env,
+            courier: crate::webhooks::Courier::default(),
         }
     }
 
@@ -298,6 +301,20 @@ impl SimGateway {
                 self.books()
                     .charges
                     .insert(payment_id.to_owned(), charge.clone());
+                let (event_type, delay_ms) = match (charge.status, charge.final_status) {
+                    (ChargeStatus::Pending, ChargeStatus::Approved) => (
+                        "charge.succeeded",
+                        charge.resolves_at_ms.saturating_sub(now_ms),
+                    ),
+                    (ChargeStatus::Pending, _) => (
+                        "charge.failed",
+                        charge.resolves_at_ms.saturating_sub(now_ms),
+                    ),
+                    (ChargeStatus::Declined, _) => ("charge.failed", 0),
+                    _ => ("charge.succeeded", 0),
+                };
+                self.courier
+                    .send_later(&self.env, event_type, payment_id, None, delay_ms);
                 charge
             }
         };
@@ -387,6 +404,14 @@ impl SimGateway {
         };
         let body = refund_body(refund_id, &refund);
         books.refunds.insert(refund_id.to_owned(), refund);
+        drop(books);
+        self.courier.send_later(
+            &self.env,
+            "refund.succeeded",
+            payment_id,
+            Some(refund_id),
+            0,
+        );
         (StatusCode::OK, body)
     }
 

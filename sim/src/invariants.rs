@@ -422,6 +422,13 @@ fn check_refunds(
 }
 
 fn check_told(books: &Books<'_>, collected: &Collected, out: &mut Vec<Violation>) {
+    for what in &books.told.bad_webhooks_accepted {
+        out.push(violation(
+            "a forged or stale webhook is refused",
+            "-",
+            what.clone(),
+        ));
+    }
     for (key, ids) in &books.told.payments_by_key {
         if ids.len() > 1 {
             let detail = format!("answers named {} payments: {ids:?}", ids.len());

@@ -24,6 +24,7 @@ pub mod gateway;
 pub mod invariants;
 pub mod schedule;
 pub mod store;
+pub mod webhooks;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -200,6 +201,7 @@ async fn run_world(seed: u64, faults: &FaultSet) -> Result<SeedReport, String> {
         }),
         told: Arc::new(Mutex::new(Told::default())),
     };
+    gateway.courier.connect(api.clone());
     let users = start_clients(&env, &api)?;
     let busy_runs = schedule::start_busy_runs(&env, &reconciler);
     env.quiesce().await;
@@ -210,6 +212,7 @@ async fn run_world(seed: u64, faults: &FaultSet) -> Result<SeedReport, String> {
         }
     }
     env.quiesce().await;
+    gateway.courier.disconnect();
     let told = api
         .told
         .lock()
