@@ -339,8 +339,9 @@ async fn sweep(
 }
 
 /// The items a targeted request names (at most [`TARGET_COUNT_MAX`] of
-/// each), read and settled at any age; one not found is a mismatch (the
-/// gateway knows what we do not).
+/// each), read and settled at any age; one already settled is skipped, one
+/// not found (the gateway knows what we do not) or not readable is noted in
+/// `unread`, which counts as left.
 async fn targets(
     deps: &Deps,
     request: &ReconcileRequest,
