@@ -42,14 +42,27 @@ fn record(env: &Env, tally: &mut Tally, report: &reconciler::ReconcileReport, la
     }
 }
 
-async fn run(env: &Env, deps: &reconciler::Deps, request: &ReconcileRequest, label: &str) -> Tally {
-    let mut tally = Tally::new();
+/// One run's report, or `None` (traced) when the run failed as a whole.
+async fn attempt(
+    env: &Env,
+    deps: &reconciler::Deps,
+    request: &ReconcileRequest,
+    label: &str,
+) -> Option<reconciler::ReconcileReport> {
     match reconciler::reconcile(deps, request, Timestamp::now()).await {
-        Ok(report) => record(env, &mut tally, &report, label),
+        Ok(report) => Some(report),
         Err(err) => {
             env.trace("-", format!("reconciler ({label}) failed: {err}"));
-            *tally.entry("reconciler run failed".to_owned()).or_default() += 1;
+            None
         }
+    }
+}
+
+async fn run(env: &Env, deps: &reconciler::Deps, request: &ReconcileRequest, label: &str) -> Tally {
+    let mut tally = Tally::new();
+    match attempt(env, deps, request, label).await {
+        Some(report) => record(env, &mut tally, &report, label),
+        None => *tally.entry("reconciler run failed".to_owned()).or_default() += 1,
     }
     tally
 }
@@ -97,13 +110,8 @@ pub async fn run_until_settled(env: &Env, deps: &reconciler::Deps) -> Tally {
     for number in 0..QUIET_RUN_COUNT_MAX {
         let request = ReconcileRequest::default();
         let label = format!("scheduled run {number}");
-        let (report, failed) = match reconciler::reconcile(deps, &request, Timestamp::now()).await {
-            Ok(report) => (Some(report), false),
-            Err(err) => {
-                env.trace("-", format!("reconciler ({label}) failed: {err}"));
-                (None, true)
-            }
-        };
+        let report = attempt(env, deps, &request, &label).await;
+        let failed = report.is_none();
         env.quiesce().await;
         // What the gateway or the store could not answer this time (a
         // mismatch stays for a person: asking again changes nothing).

@@ -31,17 +31,13 @@
 //! `ReconciliationLeft` metric (alarmed) and listed for a person.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 use shared::domain::{Money, Movement, Payment, PaymentStatus, Refund, RefundStatus, Timestamp};
 pub use shared::events::ReconcileRequest;
 use shared::events::{ChargeStatus, InvoiceCommand, WalletCommand};
-use shared::ports::{
-    DECLINE_CODE_CANCELED, OPEN_SHARD_COUNT, PAGE_LIMIT_MAX, PaymentGateway, PaymentRepo,
-    RefundRepo, WalletRepo,
-};
+use shared::ports::{DECLINE_CODE_CANCELED, OPEN_SHARD_COUNT, PAGE_LIMIT_MAX};
 use shared::{ErrorType, StoreError, TaskError, observability};
 use tracing::{Instrument, error, info, warn};
 
@@ -73,23 +69,10 @@ pub const LIST_ATTEMPT_COUNT_MAX: u32 = 3;
 /// Failure reason of a payment the reconciler found never charged.
 pub const REASON_NOT_CHARGED: &str = "ReconciledNotCharged";
 
-pub struct Deps {
-    pub payments: Arc<dyn PaymentRepo>,
-    pub refunds: Arc<dyn RefundRepo>,
-    pub wallets: Arc<dyn WalletRepo>,
-    pub gateway: Arc<dyn PaymentGateway>,
-}
-
-impl Deps {
-    fn refund_deps(&self) -> refund_service::Deps {
-        refund_service::Deps {
-            payments: self.payments.clone(),
-            refunds: self.refunds.clone(),
-            wallets: self.wallets.clone(),
-            gateway: self.gateway.clone(),
-        }
-    }
-}
+/// Exactly refund-service's ports: the payments, refunds and wallets, and
+/// the gateway. One value serves both this function and the refund steps it
+/// runs through `refund_service::settle`.
+pub type Deps = refund_service::Deps;
 
 /// Items a targeted request may name, at most.
 pub const TARGET_COUNT_MAX: usize = 20;
@@ -695,8 +678,7 @@ async fn refund_finding(
 }
 
 async fn resolve_refund(deps: &Deps, refund: &Refund) -> (Outcome, String, Option<RefundStatus>) {
-    let refund_deps = deps.refund_deps();
-    match refund_service::settle(&refund_deps, refund.clone()).await {
+    match refund_service::settle(deps, refund.clone()).await {
         Ok(done) => match done.status {
             RefundStatus::Completed => (
                 Outcome::Resolved,
@@ -731,7 +713,7 @@ async fn resolve_refund(deps: &Deps, refund: &Refund) -> (Outcome, String, Optio
                 _ => refund.clone(),
             };
             let marked = refund_service::mark_reconciliation_required(
-                &refund_deps,
+                deps,
                 stored,
                 reason,
                 Some(&err.message),

@@ -2,6 +2,8 @@
 //! GIVEN / WHEN / THEN. Every run gets its `now` explicitly, so an item's age
 //! (and with it the threshold decision) does not depend on the clock.
 
+use std::sync::Arc;
+
 use serde_json::json;
 use shared::domain::wallet::ledger_sum;
 use shared::domain::{
@@ -10,6 +12,7 @@ use shared::domain::{
 };
 use shared::gateway::fake::{ScriptedGateway, approved, declined, pending};
 use shared::memory::InMemoryStore;
+use shared::ports::{PaymentRepo, RefundRepo, WalletRepo};
 
 use super::*;
 

@@ -124,7 +124,8 @@ async fn reserve_once(deps: &Deps, command: &RefundCommand) -> Result<Refund, Ta
     }
 }
 
-/// The refund a saga step is about; it was reserved before its saga started.
+/// The refund a saga step is about, as stored now; it was reserved before
+/// its saga started.
 async fn stored(deps: &Deps, refund_id: RefundId) -> Result<Refund, TaskError> {
     deps.refunds.get(&refund_id).await?.ok_or_else(|| {
         StoreError::NotFound {

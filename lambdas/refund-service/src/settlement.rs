@@ -200,7 +200,7 @@ async fn fail_and_release(deps: &Deps, failed: Refund) -> Result<Refund, TaskErr
             Err(StoreError::StaleVersion {
                 entity: Entity::Refund,
                 ..
-            }) => return stored(deps, &failed).await,
+            }) => return crate::stored(deps, failed.refund_id).await,
             Err(StoreError::StaleVersion { .. }) => continue,
             Err(err) => return Err(err.into()),
         }
@@ -214,23 +214,12 @@ async fn fail_and_release(deps: &Deps, failed: Refund) -> Result<Refund, TaskErr
     ))
 }
 
-/// The refund as stored now.
-async fn stored(deps: &Deps, refund: &Refund) -> Result<Refund, TaskError> {
-    deps.refunds.get(&refund.refund_id).await?.ok_or_else(|| {
-        StoreError::NotFound {
-            entity: shared::Entity::Refund,
-            id: refund.refund_id.to_string(),
-        }
-        .into()
-    })
-}
-
 /// Stores the next step. Losing the version race means a concurrent invocation
 /// of this refund stored a step first: continue from what it stored.
 async fn save_step(deps: &Deps, next: Refund) -> Result<Refund, TaskError> {
     match deps.refunds.save(&next).await {
         Ok(()) => Ok(next),
-        Err(StoreError::StaleVersion { .. }) => stored(deps, &next).await,
+        Err(StoreError::StaleVersion { .. }) => crate::stored(deps, next.refund_id).await,
         Err(err) => Err(err.into()),
     }
 }

@@ -149,14 +149,9 @@ impl Refund {
                 refunded: self.amount,
                 amount: payment.amount,
             })?;
-        let to = if refunded == payment.amount {
-            PaymentStatus::Refunded
-        } else {
-            PaymentStatus::PartiallyRefunded
-        };
         Ok(PaymentChange {
             refunded_amount: Some(refunded),
-            ..PaymentChange::to(to)
+            ..PaymentChange::to(refunded_status(payment, &refunded))
         })
     }
 
@@ -181,10 +176,7 @@ impl Refund {
             "refund already under way"
         );
         assert!(!self.amount.is_zero(), "refund of nothing");
-        let after = self.reservation(payment)?.apply(payment, at)?;
-        let mut event = PaymentEvent::status_changed(payment, &after);
-        event.detail = Some(format!("REFUND {} {}", self.refund_id, self.amount));
-        Ok((after, event))
+        self.changed(&self.reservation(payment)?, payment, at, "REFUND")
     }
 
     /// The change that gives this refund's reservation back on `payment`
@@ -201,15 +193,10 @@ impl Refund {
                 released: self.amount,
                 refunded: payment.refunded_amount,
             })?;
-        let to = if refunded.is_zero() {
-            PaymentStatus::Completed
-        } else {
-            PaymentStatus::PartiallyRefunded
-        };
         Ok(PaymentChange {
             refunded_amount: Some(refunded),
             release: true,
-            ..PaymentChange::to(to)
+            ..PaymentChange::to(refunded_status(payment, &refunded))
         })
     }
 
@@ -225,12 +212,21 @@ impl Refund {
             self.payment_id, payment.payment_id,
             "refund of another payment"
         );
-        let after = self.release(payment)?.apply(payment, at)?;
+        self.changed(&self.release(payment)?, payment, at, "REFUND_RELEASED")
+    }
+
+    /// `payment` after `change`, and its audit event naming this refund
+    /// (`<what> <refundId> <amount>`).
+    fn changed(
+        &self,
+        change: &PaymentChange,
+        payment: &Payment,
+        at: Timestamp,
+        what: &str,
+    ) -> Result<(Payment, PaymentEvent), TransitionError> {
+        let after = change.apply(payment, at)?;
         let mut event = PaymentEvent::status_changed(payment, &after);
-        event.detail = Some(format!(
-            "REFUND_RELEASED {} {}",
-            self.refund_id, self.amount
-        ));
+        event.detail = Some(format!("{what} {} {}", self.refund_id, self.amount));
         Ok((after, event))
     }
 
@@ -241,6 +237,18 @@ impl Refund {
             && self.user_id == other.user_id
             && self.amount == other.amount
             && self.reason == other.reason
+    }
+}
+
+/// The status a payment has with `refunded` of it refunded (reserved):
+/// COMPLETED with nothing, REFUNDED with all of it, else PARTIALLY_REFUNDED.
+fn refunded_status(payment: &Payment, refunded: &Money) -> PaymentStatus {
+    if refunded.is_zero() {
+        PaymentStatus::Completed
+    } else if *refunded == payment.amount {
+        PaymentStatus::Refunded
+    } else {
+        PaymentStatus::PartiallyRefunded
     }
 }
 

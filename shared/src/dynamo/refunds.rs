@@ -3,7 +3,9 @@
 //! `TransactWriteItems`, so two refunds racing on one payment can never take
 //! more than its amount between them.
 
-use crate::domain::{Payment, Refund, Timestamp};
+use aws_sdk_dynamodb::types::TransactWriteItem;
+
+use crate::domain::{Payment, PaymentEvent, Refund, Timestamp};
 use crate::error::{Entity, StoreError};
 use crate::ports::{Created, RefundRepo};
 
@@ -15,6 +17,44 @@ const REFUND_ITEM: usize = 0;
 const PAYMENT_ITEM: usize = 1;
 
 impl DynamoStore {
+    /// One transaction: `refund_put` (at [`REFUND_ITEM`]), the payment
+    /// `after` conditioned on `expected_version` (at [`PAYMENT_ITEM`]) and
+    /// its event: how a refund and the payment it changes are written
+    /// together.
+    async fn write_with_payment(
+        &self,
+        refund_put: TransactWriteItem,
+        after: &Payment,
+        expected_version: u64,
+        event: &PaymentEvent,
+    ) -> Result<TransactOutcome, StoreError> {
+        let items = [
+            refund_put,
+            conditional_put(
+                &self.tables.payments,
+                mapping::payment_to_item(after),
+                "#version = :expected",
+                &[attr::VERSION],
+                Some(key(&[(":expected", n(expected_version))])),
+            )?,
+            conditional_put(
+                &self.tables.payment_events,
+                mapping::event_to_item(event),
+                "attribute_not_exists(#sk)",
+                &[attr::SORT_KEY],
+                None,
+            )?,
+        ];
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items.to_vec()))
+            .send()
+            .await
+            .map(|_| ());
+        Ok(transact_outcome(result)?)
+    }
+
     /// See [`RefundRepo::reserve`].
     pub(super) async fn reserve_refund(
         &self,
@@ -28,37 +68,17 @@ impl DynamoStore {
             // this very refund: that is a replay, not a refusal.
             Err(err) => return self.existing_refund(refund, err.into()).await,
         };
-        let items = [
-            conditional_put(
-                &self.tables.refunds,
-                mapping::refund_to_item(refund),
-                "attribute_not_exists(#refundId)",
-                &[attr::REFUND_ID],
-                None,
-            )?,
-            conditional_put(
-                &self.tables.payments,
-                mapping::payment_to_item(&after),
-                "#version = :expected",
-                &[attr::VERSION],
-                Some(key(&[(":expected", n(payment.version))])),
-            )?,
-            conditional_put(
-                &self.tables.payment_events,
-                mapping::event_to_item(&event),
-                "attribute_not_exists(#sk)",
-                &[attr::SORT_KEY],
-                None,
-            )?,
-        ];
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items.to_vec()))
-            .send()
-            .await
-            .map(|_| ());
-        let reasons = match transact_outcome(result)? {
+        let refund_put = conditional_put(
+            &self.tables.refunds,
+            mapping::refund_to_item(refund),
+            "attribute_not_exists(#refundId)",
+            &[attr::REFUND_ID],
+            None,
+        )?;
+        let reasons = match self
+            .write_with_payment(refund_put, &after, payment.version, &event)
+            .await?
+        {
             TransactOutcome::Committed => return Ok(Created::New((refund.clone(), after))),
             TransactOutcome::Cancelled(reasons) => reasons,
         };
@@ -89,37 +109,17 @@ impl DynamoStore {
         at: Timestamp,
     ) -> Result<Payment, StoreError> {
         let (after, event) = failed.release_on(payment, at)?;
-        let items = [
-            conditional_put(
-                &self.tables.refunds,
-                mapping::refund_to_item(failed),
-                "#version = :expected",
-                &[attr::VERSION],
-                Some(key(&[(":expected", n(failed.version.saturating_sub(1)))])),
-            )?,
-            conditional_put(
-                &self.tables.payments,
-                mapping::payment_to_item(&after),
-                "#version = :expected",
-                &[attr::VERSION],
-                Some(key(&[(":expected", n(payment.version))])),
-            )?,
-            conditional_put(
-                &self.tables.payment_events,
-                mapping::event_to_item(&event),
-                "attribute_not_exists(#sk)",
-                &[attr::SORT_KEY],
-                None,
-            )?,
-        ];
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items.to_vec()))
-            .send()
-            .await
-            .map(|_| ());
-        let reasons = match transact_outcome(result)? {
+        let refund_put = conditional_put(
+            &self.tables.refunds,
+            mapping::refund_to_item(failed),
+            "#version = :expected",
+            &[attr::VERSION],
+            Some(key(&[(":expected", n(failed.version.saturating_sub(1)))])),
+        )?;
+        let reasons = match self
+            .write_with_payment(refund_put, &after, payment.version, &event)
+            .await?
+        {
             TransactOutcome::Committed => return Ok(after),
             TransactOutcome::Cancelled(reasons) => reasons,
         };
