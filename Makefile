@@ -10,7 +10,7 @@ TOOLS_VENV := .tools/venv
 TOOLS_PATH := $(CURDIR)/$(TOOLS_VENV)/bin:$(PATH)
 STACK_NAME ?= payment-saga-dev
 
-.PHONY: help setup fmt fmt-check clippy lint test test-unit test-contract sim build clean
+.PHONY: help setup fmt fmt-check clippy lint test test-unit test-contract asl-express sim build clean
 .PHONY: start-local stop-all status demo logs-lambda logs-stepfunction measure-local
 .PHONY: test-payment test-payment-small test-payment-large test-payment-fail test-payment-custom
 .PHONY: test-refund test-e2e test-circuit-breaker test-curl-wallet-credit test-check-wallet-balance
@@ -49,6 +49,9 @@ test-unit: ## Fast unit tests only (no embedded DynamoDB)
 
 test-contract: ## The store contract suite against the in-memory store and DynamoDB
 	$(CARGO) test -p saga-tests --test store_contract --test ledger_properties -- --nocapture
+
+asl-express: ## Write the EXPRESS saga definition again from the STANDARD one (payment-saga.express.asl.json)
+	UPDATE_EXPRESS_ASL=1 $(CARGO) test -q -p saga-tests --test asl_consistency express
 
 sim: ## Deterministic fault simulation of the saga: make sim [SEEDS=10000] [SEED=s] [FAULTS=all|a,b]
 	@$(CARGO) run --profile sim -q -p sim -- $(if $(SEED),--seed $(SEED),--seeds $(or $(SEEDS),10000)) \

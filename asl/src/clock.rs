@@ -2,7 +2,9 @@
 //! - `sleep`: a Wait state or a retry interval. A time scale may compress it
 //!   (0.01 = 100x faster), for tests and demos;
 //! - `timeout`: a TimeoutSeconds timer. Never compressed, because the Lambdas
-//!   it guards run in real time.
+//!   it guards run in real time;
+//! - `callback_timeout`: a callback task's wait for SendTask*, compressed
+//!   like `sleep` (nothing of ours runs in real time meanwhile).
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -18,6 +20,13 @@ pub trait Clock: Send + Sync {
     async fn sleep(&self, duration: Duration);
     /// A timeout timer for a task or the execution (never compressed).
     async fn timeout(&self, duration: Duration);
+    /// The HeartbeatSeconds / TimeoutSeconds of a callback task
+    /// (`.waitForTaskToken`): a timeout, but one that waits for someone
+    /// outside rather than guarding a running Lambda, so a time scale
+    /// compresses it like a Wait. By default, `timeout`.
+    async fn callback_timeout(&self, duration: Duration) {
+        self.timeout(duration).await;
+    }
 }
 
 /// Why a time scale was refused.
@@ -66,6 +75,10 @@ impl Clock for SystemClock {
 
     async fn timeout(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
+    }
+
+    async fn callback_timeout(&self, duration: Duration) {
+        tokio::time::sleep(duration.mul_f64(self.time_scale)).await;
     }
 }
 
@@ -161,13 +174,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn system_clock_compresses_sleeps_only() {
+    async fn system_clock_compresses_sleeps_and_callback_waits_only() {
         assert!(SystemClock::with_time_scale(0.0).is_err());
         assert!(SystemClock::with_time_scale(2.0).is_err());
         assert!(SystemClock::with_time_scale(f64::NAN).is_err());
         let clock = SystemClock::with_time_scale(0.001).unwrap();
         let started = std::time::Instant::now();
         clock.sleep(Duration::from_secs(5)).await;
+        clock.callback_timeout(Duration::from_secs(5)).await;
         assert!(started.elapsed() < Duration::from_secs(1));
     }
 }

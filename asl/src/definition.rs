@@ -17,6 +17,10 @@ pub const SECONDS_MAX: u64 = 99_999_999;
 /// AWS's upper bound for MaxDelaySeconds (exclusive bound 31622401).
 pub const MAX_DELAY_SECONDS_MAX: u64 = 31_622_400;
 pub const LAMBDA_INVOKE: &str = "arn:aws:states:::lambda:invoke";
+pub const LAMBDA_INVOKE_WAIT_FOR_TASK_TOKEN: &str =
+    "arn:aws:states:::lambda:invoke.waitForTaskToken";
+/// The context path a callback task hands its token on with.
+const TASK_TOKEN_PATH: &str = "$$.Task.Token";
 
 /// Fields of the ASL that this interpreter knows but does not implement.
 const UNSUPPORTED_FIELDS: &[&str] = &[
@@ -102,6 +106,9 @@ pub enum Resource {
     LambdaFunction(String),
     /// `arn:aws:states:::lambda:invoke`: history events are `Task*`.
     LambdaInvoke,
+    /// `arn:aws:states:::lambda:invoke.waitForTaskToken`: the callback
+    /// pattern; the result is the token's SendTaskSuccess output.
+    WaitForTaskToken,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -113,6 +120,8 @@ pub struct TaskState {
     pub retry: Vec<Retrier>,
     pub catch: Vec<Catcher>,
     pub timeout_seconds: Option<u64>,
+    /// Only on a callback task (`WaitForTaskToken`).
+    pub heartbeat_seconds: Option<u64>,
     pub transition: Transition,
 }
 
@@ -393,8 +402,15 @@ fn parse_pass(fields: &mut Fields<'_>) -> Result<PassState, AslError> {
 fn parse_task(fields: &mut Fields<'_>) -> Result<TaskState, AslError> {
     let resource = parse_resource(fields.required_string("Resource")?, fields)?;
     let parameters = fields.payload("Parameters")?;
-    if resource == Resource::LambdaInvoke {
-        check_lambda_invoke_parameters(fields, fields.map.get("Parameters"))?;
+    match resource {
+        Resource::LambdaInvoke => {
+            check_lambda_invoke_parameters(fields, fields.map.get("Parameters"))?;
+        }
+        Resource::WaitForTaskToken => {
+            check_lambda_invoke_parameters(fields, fields.map.get("Parameters"))?;
+            check_passes_task_token(fields, fields.map.get("Parameters"))?;
+        }
+        Resource::LambdaFunction(_) => {}
     }
     let retry = match fields.take("Retry") {
         None => Vec::new(),
@@ -404,6 +420,8 @@ fn parse_task(fields: &mut Fields<'_>) -> Result<TaskState, AslError> {
         None => Vec::new(),
         Some(value) => parse_catch(value, &fields.location)?,
     };
+    let timeout_seconds = fields.integer("TimeoutSeconds", 1, SECONDS_MAX)?;
+    let heartbeat_seconds = heartbeat_seconds(fields, &resource, timeout_seconds)?;
     Ok(TaskState {
         resource,
         parameters,
@@ -411,14 +429,47 @@ fn parse_task(fields: &mut Fields<'_>) -> Result<TaskState, AslError> {
         result_path: fields.result_path("ResultPath")?,
         retry,
         catch,
-        timeout_seconds: fields.integer("TimeoutSeconds", 1, SECONDS_MAX)?,
+        timeout_seconds,
+        heartbeat_seconds,
         transition: transition(fields)?,
     })
+}
+
+/// HeartbeatSeconds: implemented for callback tasks only, and smaller than
+/// TimeoutSeconds.
+fn heartbeat_seconds(
+    fields: &mut Fields<'_>,
+    resource: &Resource,
+    timeout_seconds: Option<u64>,
+) -> Result<Option<u64>, AslError> {
+    if *resource != Resource::WaitForTaskToken {
+        if fields.map.contains_key("HeartbeatSeconds") {
+            return Err(AslError::unsupported(
+                fields.location.as_str(),
+                "HeartbeatSeconds",
+                format!("only on {LAMBDA_INVOKE_WAIT_FOR_TASK_TOKEN} tasks"),
+            ));
+        }
+        return Ok(None);
+    }
+    let heartbeat_seconds = fields.integer("HeartbeatSeconds", 1, SECONDS_MAX)?;
+    if let (Some(heartbeat), Some(timeout)) = (heartbeat_seconds, timeout_seconds)
+        && heartbeat >= timeout
+    {
+        return Err(fields.invalid(
+            "HeartbeatSeconds",
+            format!("must be smaller than TimeoutSeconds ({heartbeat} >= {timeout})"),
+        ));
+    }
+    Ok(heartbeat_seconds)
 }
 
 fn parse_resource(text: &str, fields: &Fields<'_>) -> Result<Resource, AslError> {
     if text == LAMBDA_INVOKE {
         return Ok(Resource::LambdaInvoke);
+    }
+    if text == LAMBDA_INVOKE_WAIT_FOR_TASK_TOKEN {
+        return Ok(Resource::WaitForTaskToken);
     }
     let parts: Vec<&str> = text.split(':').collect();
     let is_function_arn = parts.len() >= 7
@@ -434,7 +485,10 @@ fn parse_resource(text: &str, fields: &Fields<'_>) -> Result<Resource, AslError>
     Err(AslError::unsupported(
         fields.location.as_str(),
         "Resource",
-        format!("{text} (only Lambda function ARNs and {LAMBDA_INVOKE} are implemented)"),
+        format!(
+            "{text} (only Lambda function ARNs, {LAMBDA_INVOKE} and \
+             {LAMBDA_INVOKE_WAIT_FOR_TASK_TOKEN} are implemented)"
+        ),
     ))
 }
 
@@ -466,6 +520,35 @@ fn check_lambda_invoke_parameters(
         return Err(fields.invalid("Parameters", "lambda:invoke needs FunctionName"));
     }
     Ok(())
+}
+
+/// A callback task must hand its token on: some `.$` field of its
+/// Parameters is, or contains, `$$.Task.Token`.
+fn check_passes_task_token(
+    fields: &Fields<'_>,
+    parameters: Option<&Value>,
+) -> Result<(), AslError> {
+    if parameters.is_some_and(references_task_token) {
+        return Ok(());
+    }
+    Err(fields.invalid(
+        "Parameters",
+        format!(
+            "a .waitForTaskToken task must pass {TASK_TOKEN_PATH} in a `.$` field, \
+             or nobody can answer it"
+        ),
+    ))
+}
+
+fn references_task_token(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => map.iter().any(|(key, child)| match child {
+            Value::String(text) if key.ends_with(".$") => text.contains(TASK_TOKEN_PATH),
+            other => references_task_token(other),
+        }),
+        Value::Array(items) => items.iter().any(references_task_token),
+        _ => false,
+    }
 }
 
 fn error_equals(fields: &mut Fields<'_>, prefix: &str) -> Result<Vec<String>, AslError> {

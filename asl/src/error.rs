@@ -59,6 +59,8 @@ pub mod names {
     pub const ALL: &str = "States.ALL";
     pub const TASK_FAILED: &str = "States.TaskFailed";
     pub const TIMEOUT: &str = "States.Timeout";
+    /// A callback task went longer than its HeartbeatSeconds without a heartbeat.
+    pub const HEARTBEAT_TIMEOUT: &str = "States.HeartbeatTimeout";
     pub const RUNTIME: &str = "States.Runtime";
     pub const NO_CHOICE_MATCHED: &str = "States.NoChoiceMatched";
     pub const DATA_LIMIT_EXCEEDED: &str = "States.DataLimitExceeded";

@@ -1,6 +1,7 @@
 //! Runs one execution of a loaded state machine: input/output processing,
-//! Task (with Retry and Catch), Choice, Wait, Pass, Succeed, Fail, the
-//! execution TimeoutSeconds and StopExecution, recording AWS-shaped history.
+//! Task (with Retry and Catch, and the `.waitForTaskToken` callback pattern),
+//! Choice, Wait, Pass, Succeed, Fail, the execution TimeoutSeconds and
+//! StopExecution, recording AWS-shaped history.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -14,6 +15,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use super::StateMachine;
+use super::callback::{Callback, Heartbeats, OpenToken, TaskTokens};
 use super::clock::Clock;
 use super::definition::{
     ChoiceState, DataPath, FailState, FailText, PassState, Resource, ResultPath, State, StateKind,
@@ -25,7 +27,7 @@ use super::history::{
     ExecutionSucceededEventDetails, HistoryEvent, HistorySink, LambdaFunctionScheduledEventDetails,
     LambdaFunctionSucceededEventDetails, StateEnteredEventDetails, StateExitedEventDetails,
     StateType, TaskErrorEventDetails, TaskScheduledEventDetails, TaskStartedEventDetails,
-    TaskSucceededEventDetails,
+    TaskSubmittedEventDetails, TaskSucceededEventDetails,
 };
 use super::intrinsic::uuid_v4;
 use super::payload::{Payload, Scope};
@@ -58,6 +60,13 @@ pub trait TaskRunner: Send + Sync {
         input: Value,
         timeout: Option<Duration>,
     ) -> Result<Value, TaskFailure>;
+
+    /// The registry `.waitForTaskToken` tasks issue their tokens from;
+    /// `None`: the runner cannot wait for callbacks (such a task fails with
+    /// States.Runtime).
+    fn task_tokens(&self) -> Option<&TaskTokens> {
+        None
+    }
 }
 
 /// What StartExecution knows about the execution.
@@ -200,6 +209,15 @@ enum Step {
 enum Attempt {
     Succeeded(Value),
     Failed(StateFailure),
+}
+
+/// Which clock a raced await's limit runs on.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// A task's or the execution's TimeoutSeconds (`Clock::timeout`).
+    Task,
+    /// A callback task's wait (`Clock::callback_timeout`).
+    Callback,
 }
 
 /// How a raced await ended.
@@ -541,14 +559,25 @@ impl Run<'_> {
         }
     }
 
-    /// Awaits `work`, unless the execution is stopped or `limit` passes first.
+    /// Awaits `work`, unless the execution is stopped or `limit` passes first
+    /// (a task timeout: `Clock::timeout`).
     async fn race<T>(&self, work: impl Future<Output = T>, limit: Option<Duration>) -> Raced<T> {
+        self.race_on(work, limit, Limit::Task).await
+    }
+
+    async fn race_on<T>(
+        &self,
+        work: impl Future<Output = T>,
+        limit: Option<Duration>,
+        kind: Limit,
+    ) -> Raced<T> {
         let mut cancel = self.cancel.clone();
         let clock = self.clock;
         let timer = async move {
-            match limit {
-                Some(limit) => clock.timeout(limit).await,
-                None => std::future::pending().await,
+            match (limit, kind) {
+                (Some(limit), Limit::Task) => clock.timeout(limit).await,
+                (Some(limit), Limit::Callback) => clock.callback_timeout(limit).await,
+                (None, _) => std::future::pending().await,
             }
         };
         tokio::select! {
@@ -739,7 +768,17 @@ impl Run<'_> {
         retry_count: u32,
     ) -> Result<Value, Halt> {
         let context = self.context_object(&run.state.name, run.entered, retry_count);
-        let mut scope = Scope::new(data, &context, &mut self.rng);
+        self.evaluate_in(run, payload, data, &context)
+    }
+
+    fn evaluate_in(
+        &mut self,
+        run: &StateRun<'_>,
+        payload: &Payload,
+        data: &Value,
+        context: &Value,
+    ) -> Result<Value, Halt> {
+        let mut scope = Scope::new(data, context, &mut self.rng);
         payload.evaluate(&mut scope).map_err(|e| run.runtime(e))
     }
 
@@ -863,11 +902,7 @@ impl Run<'_> {
         // Bounded by MaxAttempts of each retrier and by the history limit:
         // every attempt records at least two events.
         loop {
-            let parameters = match &task.parameters {
-                Some(parameters) => self.evaluate(run, parameters, &effective, retry_count)?,
-                None => effective.clone(),
-            };
-            let failure = match self.attempt(run, task, parameters).await? {
+            let failure = match self.attempt(run, task, &effective, retry_count).await? {
                 Attempt::Succeeded(result) => {
                     return self.task_succeeded(run, task, result, retry_count);
                 }
@@ -939,21 +974,35 @@ impl Run<'_> {
         })
     }
 
-    /// One call of the task's resource, with its history events.
+    /// One call of the task's resource, with its history events. A callback
+    /// task's token is issued first: its Parameters read it at `$$.Task.Token`.
     async fn attempt(
         &mut self,
         run: &StateRun<'_>,
         task: &TaskState,
-        parameters: Value,
+        effective: &Value,
+        retry_count: u32,
     ) -> Result<Attempt, Halt> {
+        let mut context = self.context_object(&run.state.name, run.entered, retry_count);
+        let token = self.issue_token(run, task)?;
+        if let Some(token) = &token {
+            context["Task"] = json!({"Token": token.text()});
+        }
+        let parameters = match &task.parameters {
+            Some(parameters) => self.evaluate_in(run, parameters, effective, &context)?,
+            None => effective.clone(),
+        };
         match &task.resource {
             Resource::LambdaFunction(arn) => self.attempt_function(task, arn, parameters).await,
             Resource::LambdaInvoke => {
-                let function = match parameters.get("FunctionName") {
-                    Some(Value::String(function)) => function.clone(),
-                    _ => return Err(run.runtime("lambda:invoke needs a string FunctionName")),
-                };
+                let function = function_name(run, &parameters)?;
                 self.attempt_invoke(task, &function, parameters).await
+            }
+            Resource::WaitForTaskToken => {
+                let function = function_name(run, &parameters)?;
+                let token = token.ok_or_else(|| run.runtime(NO_TASK_TOKENS))?;
+                self.attempt_callback(task, &function, parameters, token)
+                    .await
             }
         }
     }
@@ -1040,26 +1089,54 @@ impl Run<'_> {
         function: &str,
         parameters: Value,
     ) -> Result<Attempt, Halt> {
-        let (resource_type, resource) = ("lambda".to_owned(), "invoke".to_owned());
+        self.record_task_start(&INVOKE, task, &parameters)?;
+        let payload = invoke_payload(&parameters);
+        let called = self.call(function, payload, task.timeout_seconds).await?;
+        let ended = called.map(|result| self.invoke_result(result));
+        self.task_ended(&INVOKE, ended)
+    }
+
+    /// TaskScheduled and TaskStarted of a `lambda:invoke` attempt.
+    fn record_task_start(
+        &mut self,
+        resource: &TaskResource,
+        task: &TaskState,
+        parameters: &Value,
+    ) -> Result<(), Halt> {
         self.record(EventKind::TaskScheduled(TaskScheduledEventDetails {
-            resource_type: resource_type.clone(),
-            resource: resource.clone(),
+            resource_type: resource.resource_type.to_owned(),
+            resource: resource.resource.to_owned(),
             region: self.region.clone(),
-            parameters: to_text(&parameters),
+            parameters: to_text(parameters),
             timeout_in_seconds: task.timeout_seconds,
+            heartbeat_in_seconds: task.heartbeat_seconds,
         }))?;
         self.record(EventKind::TaskStarted(TaskStartedEventDetails {
-            resource_type: resource_type.clone(),
-            resource: resource.clone(),
+            resource_type: resource.resource_type.to_owned(),
+            resource: resource.resource.to_owned(),
         }))?;
-        let payload = parameters
-            .get("Payload")
-            .cloned()
-            .unwrap_or_else(|| json!({}));
-        match self.call(function, payload, task.timeout_seconds).await? {
-            Ok(result) => {
-                let request_id = uuid_v4(rand::Rng::random(&mut self.rng));
-                let output = invoke_output(result, &request_id);
+        Ok(())
+    }
+
+    /// The function's payload wrapped in the Lambda Invoke response, with a
+    /// request id from the execution's random source.
+    fn invoke_result(&mut self, payload: Value) -> Value {
+        let request_id = uuid_v4(rand::Rng::random(&mut self.rng));
+        invoke_output(payload, &request_id)
+    }
+
+    /// TaskSucceeded, or TaskFailed / TaskTimedOut, ending an attempt.
+    fn task_ended(
+        &mut self,
+        resource: &TaskResource,
+        ended: Result<Value, TaskFailure>,
+    ) -> Result<Attempt, Halt> {
+        let (resource_type, resource) = (
+            resource.resource_type.to_owned(),
+            resource.resource.to_owned(),
+        );
+        match ended {
+            Ok(output) => {
                 self.record(EventKind::TaskSucceeded(TaskSucceededEventDetails {
                     resource_type,
                     resource,
@@ -1072,10 +1149,12 @@ impl Run<'_> {
                 let details = TaskErrorEventDetails {
                     resource_type,
                     resource,
-                    error: Some(failure.error.clone()),
+                    error: Some(failure.error.clone()).filter(|e| !e.is_empty()),
                     cause: Some(failure.cause.clone()).filter(|c| !c.is_empty()),
                 };
-                self.record(if failure.error == names::TIMEOUT {
+                let timed_out =
+                    failure.error == names::TIMEOUT || failure.error == names::HEARTBEAT_TIMEOUT;
+                self.record(if timed_out {
                     EventKind::TaskTimedOut(details)
                 } else {
                     EventKind::TaskFailed(details)
@@ -1086,6 +1165,227 @@ impl Run<'_> {
                 )))
             }
         }
+    }
+}
+
+/// Why a `.waitForTaskToken` task cannot run on this runner.
+const NO_TASK_TOKENS: &str = "The task runner issues no task tokens, so a .waitForTaskToken task cannot wait for its callback.";
+
+/// `resourceType` and `resource` of the Task* events.
+struct TaskResource {
+    resource_type: &'static str,
+    resource: &'static str,
+}
+
+const INVOKE: TaskResource = TaskResource {
+    resource_type: "lambda",
+    resource: "invoke",
+};
+
+const INVOKE_WAIT_FOR_TASK_TOKEN: TaskResource = TaskResource {
+    resource_type: "lambda",
+    resource: "invoke.waitForTaskToken",
+};
+
+fn function_name(run: &StateRun<'_>, parameters: &Value) -> Result<String, Halt> {
+    match parameters.get("FunctionName") {
+        Some(Value::String(function)) => Ok(function.clone()),
+        _ => Err(run.runtime("lambda:invoke needs a string FunctionName")),
+    }
+}
+
+/// The `Payload` parameter of `lambda:invoke`, `{}` when absent.
+fn invoke_payload(parameters: &Value) -> Value {
+    parameters
+        .get("Payload")
+        .cloned()
+        .unwrap_or_else(|| json!({}))
+}
+
+/// The callback pattern (`lambda:invoke.waitForTaskToken`).
+impl<'a> Run<'a> {
+    /// A fresh token for an attempt of a callback task; `None` for other tasks.
+    fn issue_token(
+        &mut self,
+        run: &StateRun<'_>,
+        task: &TaskState,
+    ) -> Result<Option<OpenToken<'a>>, Halt> {
+        if task.resource != Resource::WaitForTaskToken {
+            return Ok(None);
+        }
+        let runner: &'a dyn TaskRunner = self.runner;
+        let tokens = runner
+            .task_tokens()
+            .ok_or_else(|| run.runtime(NO_TASK_TOKENS))?;
+        let uuid = uuid_v4(rand::Rng::random(&mut self.rng));
+        Ok(Some(tokens.issue(&uuid)))
+    }
+
+    /// One attempt: TaskScheduled, TaskStarted, the Lambda invoked with the
+    /// Payload (its failure fails the attempt), TaskSubmitted with its
+    /// result, then the token's callback: SendTaskSuccess's output is the
+    /// task's result. The token is registered before the Lambda runs, so a
+    /// callback sent from inside it is kept and applied.
+    async fn attempt_callback(
+        &mut self,
+        task: &TaskState,
+        function: &str,
+        parameters: Value,
+        mut token: OpenToken<'_>,
+    ) -> Result<Attempt, Halt> {
+        let resource = &INVOKE_WAIT_FOR_TASK_TOKEN;
+        self.record_task_start(resource, task, &parameters)?;
+        let mut timers = CallbackTimers::new(self.clock.now(), task);
+        let runner = self.runner;
+        let invoke = runner.run(
+            function,
+            invoke_payload(&parameters),
+            task.timeout_seconds.map(Duration::from_secs),
+        );
+        let invoked = self
+            .with_callback_timers(invoke, &mut token.heartbeats, &mut timers)
+            .await?;
+        let result = match invoked.and_then(|result| result) {
+            Ok(result) => self.invoke_result(result),
+            Err(failure) => {
+                token.close();
+                return self.task_ended(resource, Err(failure));
+            }
+        };
+        self.record(EventKind::TaskSubmitted(TaskSubmittedEventDetails {
+            resource_type: resource.resource_type.to_owned(),
+            resource: resource.resource.to_owned(),
+            output: to_text(&result),
+            output_details: DataDetails::default(),
+        }))?;
+        let waited = self
+            .with_callback_timers(token.callbacks.next(), &mut token.heartbeats, &mut timers)
+            .await?;
+        // A callback accepted just before a timer fired still wins: its
+        // sender was told it was applied.
+        let ended = match (waited, token.close()) {
+            (Ok(callback), _) | (Err(_), Some(callback)) => callback_result(callback),
+            (Err(failure), None) => Err(failure),
+        };
+        self.task_ended(resource, ended)
+    }
+
+    /// Awaits `work` of a callback attempt against the execution's stop and
+    /// TimeoutSeconds and the task's TimeoutSeconds and HeartbeatSeconds;
+    /// every heartbeat restarts the HeartbeatSeconds timer. The inner `Err`
+    /// is the task's `States.Timeout` or `States.HeartbeatTimeout`.
+    async fn with_callback_timers<T>(
+        &self,
+        work: impl Future<Output = T>,
+        heartbeats: &mut Heartbeats,
+        timers: &mut CallbackTimers,
+    ) -> Result<Result<T, TaskFailure>, Halt> {
+        let mut work = std::pin::pin!(work);
+        // One turn per heartbeat. As on AWS, only the TimeoutSeconds of the
+        // task and of the execution bound how many heartbeats come.
+        loop {
+            let limit = timers.next_limit(self.clock.now(), self.remaining()?);
+            let step = async {
+                tokio::select! {
+                    biased;
+                    done = &mut work => Some(done),
+                    () = heartbeats.next() => None,
+                }
+            };
+            let left = limit.map(|(left, _)| left);
+            match self.race_on(step, left, Limit::Callback).await {
+                Raced::Done(Some(done)) => return Ok(Ok(done)),
+                Raced::Done(None) => timers.heartbeat_at(self.clock.now()),
+                Raced::Stopped(request) => return Err(Halt::Aborted(request)),
+                Raced::LimitReached => {
+                    let error = match limit.map(|(_, timer)| timer) {
+                        Some(CallbackTimer::Task) => names::TIMEOUT,
+                        Some(CallbackTimer::Heartbeat) => names::HEARTBEAT_TIMEOUT,
+                        // Without a limit nothing fires.
+                        Some(CallbackTimer::Execution) | None => return Err(Halt::TimedOut),
+                    };
+                    return Ok(Err(TaskFailure {
+                        error: error.to_owned(),
+                        cause: String::new(),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// A callback as the attempt's end: SendTaskFailure's error may be absent
+/// (AWS records the TaskFailed event without one).
+fn callback_result(callback: Callback) -> Result<Value, TaskFailure> {
+    match callback {
+        Callback::Succeeded(output) => Ok(output),
+        Callback::Failed { error, cause } => Err(TaskFailure {
+            error: error.unwrap_or_default(),
+            cause: cause.unwrap_or_default(),
+        }),
+    }
+}
+
+/// The timer of a callback attempt that fires first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallbackTimer {
+    /// The task's TimeoutSeconds: `States.Timeout`.
+    Task,
+    /// HeartbeatSeconds without a heartbeat: `States.HeartbeatTimeout`.
+    Heartbeat,
+    /// The execution's TimeoutSeconds: the execution times out.
+    Execution,
+}
+
+/// The task timers of one callback attempt, both counted from TaskStarted
+/// (the Lambda call included); a heartbeat restarts HeartbeatSeconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CallbackTimers {
+    started: OffsetDateTime,
+    last_heartbeat: OffsetDateTime,
+    timeout: Option<Duration>,
+    heartbeat: Option<Duration>,
+}
+
+impl CallbackTimers {
+    fn new(started: OffsetDateTime, task: &TaskState) -> Self {
+        Self {
+            started,
+            last_heartbeat: started,
+            timeout: task.timeout_seconds.map(Duration::from_secs),
+            heartbeat: task.heartbeat_seconds.map(Duration::from_secs),
+        }
+    }
+
+    fn heartbeat_at(&mut self, now: OffsetDateTime) {
+        self.last_heartbeat = now;
+    }
+
+    /// The timer that fires first and the time left on it. On a tie the
+    /// task's TimeoutSeconds wins, then HeartbeatSeconds (like `call`, the
+    /// execution's deadline wins only when it is strictly earlier).
+    fn next_limit(
+        &self,
+        now: OffsetDateTime,
+        execution_left: Option<Duration>,
+    ) -> Option<(Duration, CallbackTimer)> {
+        let left = |from: OffsetDateTime, length: Duration| {
+            length.saturating_sub(Duration::try_from(now - from).unwrap_or(Duration::ZERO))
+        };
+        [
+            self.timeout
+                .map(|timeout| (left(self.started, timeout), CallbackTimer::Task)),
+            self.heartbeat.map(|heartbeat| {
+                (
+                    left(self.last_heartbeat, heartbeat),
+                    CallbackTimer::Heartbeat,
+                )
+            }),
+            execution_left.map(|left| (left, CallbackTimer::Execution)),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(left, _)| *left)
     }
 }
 
@@ -1120,4 +1420,65 @@ fn invoke_output(payload: Value, request_id: &str) -> Value {
         "SdkResponseMetadata": {"RequestId": request_id},
         "StatusCode": 200,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn timers(timeout: Option<u64>, heartbeat: Option<u64>) -> CallbackTimers {
+        let started = datetime!(2024-01-01 0:00 UTC);
+        CallbackTimers {
+            started,
+            last_heartbeat: started,
+            timeout: timeout.map(Duration::from_secs),
+            heartbeat: heartbeat.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn the_first_callback_timer_to_fire_is_chosen_and_heartbeats_restart_only_theirs() {
+        let at = |seconds: i64| datetime!(2024-01-01 0:00 UTC) + time::Duration::seconds(seconds);
+        let secs = Duration::from_secs;
+        // GIVEN TimeoutSeconds 12 and HeartbeatSeconds 5, just started
+        let mut timers = timers(Some(12), Some(5));
+        assert_eq!(
+            timers.next_limit(at(0), None),
+            Some((secs(5), CallbackTimer::Heartbeat))
+        );
+        // WHEN heartbeats come at 4 s and 8 s THEN the heartbeat timer restarts
+        timers.heartbeat_at(at(4));
+        assert_eq!(
+            timers.next_limit(at(4), None),
+            Some((secs(5), CallbackTimer::Heartbeat))
+        );
+        timers.heartbeat_at(at(8));
+        // AND the task's TimeoutSeconds, counted from the start, comes first
+        assert_eq!(
+            timers.next_limit(at(8), None),
+            Some((secs(4), CallbackTimer::Task))
+        );
+        // AND the execution's deadline wins only when strictly earlier
+        assert_eq!(
+            timers.next_limit(at(8), Some(secs(4))),
+            Some((secs(4), CallbackTimer::Task))
+        );
+        assert_eq!(
+            timers.next_limit(at(8), Some(secs(3))),
+            Some((secs(3), CallbackTimer::Execution))
+        );
+        // AND a timer already past has nothing left; no timers, no limit
+        assert_eq!(
+            timers.next_limit(at(30), None),
+            Some((Duration::ZERO, CallbackTimer::Task))
+        );
+        let idle = CallbackTimers {
+            timeout: None,
+            heartbeat: None,
+            ..timers
+        };
+        assert_eq!(idle.next_limit(at(0), None), None);
+    }
 }

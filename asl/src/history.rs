@@ -96,6 +96,9 @@ pub struct TaskScheduledEventDetails {
     pub parameters: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub timeout_in_seconds: Option<u64>,
+    /// A callback task's HeartbeatSeconds.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub heartbeat_in_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +111,17 @@ pub struct TaskStartedEventDetails {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskSucceededEventDetails {
+    pub resource_type: String,
+    pub resource: String,
+    pub output: String,
+    pub output_details: DataDetails,
+}
+
+/// A callback task's resource returned (`.waitForTaskToken`): the task now
+/// waits for its token's callback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSubmittedEventDetails {
     pub resource_type: String,
     pub resource: String,
     pub output: String,
@@ -143,6 +157,7 @@ pub enum EventKind {
     LambdaFunctionTimedOut(ErrorDetails),
     TaskScheduled(TaskScheduledEventDetails),
     TaskStarted(TaskStartedEventDetails),
+    TaskSubmitted(TaskSubmittedEventDetails),
     TaskSucceeded(TaskSucceededEventDetails),
     TaskFailed(TaskErrorEventDetails),
     TaskTimedOut(TaskErrorEventDetails),
@@ -209,6 +224,7 @@ impl HistoryEvent {
             EventKind::LambdaFunctionTimedOut(_) => "LambdaFunctionTimedOut",
             EventKind::TaskScheduled(_) => "TaskScheduled",
             EventKind::TaskStarted(_) => "TaskStarted",
+            EventKind::TaskSubmitted(_) => "TaskSubmitted",
             EventKind::TaskSucceeded(_) => "TaskSucceeded",
             EventKind::TaskFailed(_) => "TaskFailed",
             EventKind::TaskTimedOut(_) => "TaskTimedOut",
@@ -274,6 +290,9 @@ impl HistoryEvent {
                 pair("taskScheduledEventDetails", serde_json::to_value(d))
             }
             EventKind::TaskStarted(d) => pair("taskStartedEventDetails", serde_json::to_value(d)),
+            EventKind::TaskSubmitted(d) => {
+                pair("taskSubmittedEventDetails", serde_json::to_value(d))
+            }
             EventKind::TaskSucceeded(d) => {
                 pair("taskSucceededEventDetails", serde_json::to_value(d))
             }
@@ -403,6 +422,7 @@ fn kind_from_json(event_type: &str, value: &Value) -> Result<EventKind, String> 
         }
         "TaskScheduled" => EventKind::TaskScheduled(details(value, "taskScheduledEventDetails")?),
         "TaskStarted" => EventKind::TaskStarted(details(value, "taskStartedEventDetails")?),
+        "TaskSubmitted" => EventKind::TaskSubmitted(details(value, "taskSubmittedEventDetails")?),
         "TaskSucceeded" => EventKind::TaskSucceeded(details(value, "taskSucceededEventDetails")?),
         "TaskFailed" => EventKind::TaskFailed(details(value, "taskFailedEventDetails")?),
         "TaskTimedOut" => EventKind::TaskTimedOut(details(value, "taskTimedOutEventDetails")?),

@@ -7,6 +7,15 @@
 //!   `arn:aws:states:::lambda:invoke` with FunctionName/Payload (history:
 //!   `Task*`, result `{ExecutedVersion, Payload, SdkHttpMetadata,
 //!   SdkResponseMetadata, StatusCode}`), TimeoutSeconds → `States.Timeout`;
+//! - the callback pattern, `arn:aws:states:::lambda:invoke.waitForTaskToken`
+//!   (FunctionName/Payload, Parameters passing `$$.Task.Token`): every
+//!   attempt issues a token from the runner's [`TaskTokens`]; history
+//!   `TaskScheduled`, `TaskStarted`, `TaskSubmitted` (the Lambda returned),
+//!   then `TaskSucceeded` with SendTaskSuccess's output, `TaskFailed` with
+//!   SendTaskFailure's error and cause, or `TaskTimedOut`: HeartbeatSeconds
+//!   without SendTaskHeartbeat → `States.HeartbeatTimeout`, TimeoutSeconds
+//!   → `States.Timeout`. SendTask* to a closed token answers `TaskTimedOut`,
+//!   to one never issued `InvalidToken`;
 //! - input/output: InputPath, Parameters, ResultSelector, ResultPath (also
 //!   `null` and nested paths), OutputPath; `.$` fields with paths, `$$`
 //!   context paths and intrinsic functions (see `intrinsic`);
@@ -23,11 +32,15 @@
 //!   restart of the local cloud (`resume_point`, `resume_execution`).
 //!
 //! Refused at load with an error naming the state and field: Parallel and
-//! Map states, JSONata, variables (`Assign`), HeartbeatSeconds,
-//! TimeoutSecondsPath, Credentials, any other Resource, lambda:invoke
-//! parameters other than FunctionName/Payload, JSONPath beyond `$`, `.field`,
+//! Map states, JSONata, variables (`Assign`), HeartbeatSeconds on any task
+//! but a `.waitForTaskToken` one, HeartbeatSecondsPath, TimeoutSecondsPath,
+//! Credentials, any other Resource (other `.waitForTaskToken`, `.sync`
+//! integrations, activities), lambda:invoke parameters other than
+//! FunctionName/Payload, a `.waitForTaskToken` task whose Parameters do not
+//! pass `$$.Task.Token`, JSONPath beyond `$`, `.field`,
 //! `['field']`, `[index]`, and intrinsic functions not listed in `intrinsic`.
 
+mod callback;
 mod choice;
 mod clock;
 mod definition;
@@ -43,6 +56,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+pub use callback::{CallbackError, TaskTokens};
 pub use clock::{Clock, FakeClock, SystemClock, TimeScaleError};
 pub use error::{AslError, StateFailure, names};
 pub use execution::{
@@ -55,7 +69,7 @@ pub use history::{
     ExecutionSucceededEventDetails, HistoryEvent, HistorySink, LambdaFunctionScheduledEventDetails,
     LambdaFunctionSucceededEventDetails, MemoryHistory, StateEnteredEventDetails,
     StateExitedEventDetails, StateType, TaskErrorEventDetails, TaskScheduledEventDetails,
-    TaskStartedEventDetails, TaskSucceededEventDetails, epoch_seconds,
+    TaskStartedEventDetails, TaskSubmittedEventDetails, TaskSucceededEventDetails, epoch_seconds,
 };
 
 use definition::Definition;

@@ -6,12 +6,12 @@
 
 mod support {
     use std::collections::{BTreeMap, HashMap, VecDeque};
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use asl::{
-        CancellationSignal, ExecutionContext, FakeClock, MemoryHistory, Outcome, StateMachine,
-        TaskFailure, TaskRunner, run_execution,
+        CancellationSignal, Clock, ExecutionContext, FakeClock, MemoryHistory, Outcome,
+        StateMachine, TaskFailure, TaskRunner, TaskTokens, run_execution,
     };
     use async_trait::async_trait;
     use serde_json::{Value, json};
@@ -29,6 +29,10 @@ mod support {
         Fail(&'static str, &'static str),
         /// Never answers (the task times out or the execution is stopped).
         Hang,
+        /// A callback task's Lambda that answers its own token at once
+        /// (SendTaskSuccess with this output, the token read from the
+        /// payload's `taskToken`), then returns `{"submitted": true}`.
+        AnswerToken(Value),
     }
 
     #[derive(Debug, Clone)]
@@ -44,11 +48,29 @@ mod support {
         queues: Mutex<HashMap<String, VecDeque<Reply>>>,
         fallbacks: HashMap<String, Reply>,
         calls: Mutex<Vec<Call>>,
+        task_tokens: Option<Arc<TaskTokens>>,
     }
 
     impl ScriptedRunner {
+        /// A runner with its own task token registry.
         pub fn new() -> Self {
-            Self::default()
+            Self {
+                task_tokens: Some(Arc::new(TaskTokens::new())),
+                ..Self::default()
+            }
+        }
+
+        /// A runner that cannot wait for callbacks.
+        pub fn without_task_tokens(mut self) -> Self {
+            self.task_tokens = None;
+            self
+        }
+
+        /// The registry SendTask* calls go to.
+        pub fn tokens(&self) -> &TaskTokens {
+            self.task_tokens
+                .as_deref()
+                .expect("a runner with task tokens")
         }
 
         pub fn script(self, key: &str, replies: impl IntoIterator<Item = Reply>) -> Self {
@@ -123,7 +145,16 @@ mod support {
                     cause: cause.to_owned(),
                 }),
                 Reply::Hang => std::future::pending().await,
+                Reply::AnswerToken(output) => {
+                    let token = input["taskToken"].as_str().expect("a taskToken");
+                    self.tokens().send_success(token, output).unwrap();
+                    Ok(json!({"submitted": true}))
+                }
             }
+        }
+
+        fn task_tokens(&self) -> Option<&TaskTokens> {
+            self.task_tokens.as_deref()
         }
     }
 
@@ -189,6 +220,56 @@ mod support {
         runner: &ScriptedRunner,
     ) -> Finished {
         execute_with(machine, input, runner, CancellationSignal::never()).await
+    }
+
+    /// Runs with the caller's clock and history, so that a test can act
+    /// while the execution runs (e.g. answer a task token).
+    pub async fn run_on(
+        machine: &StateMachine,
+        input: Value,
+        runner: &ScriptedRunner,
+        clock: &dyn Clock,
+        history: &MemoryHistory,
+    ) -> Outcome {
+        let cancel = CancellationSignal::never();
+        run_execution(machine, context(input), runner, clock, history, cancel).await
+    }
+
+    /// Time for tests on a paused tokio runtime (`start_paused = true`):
+    /// waits and timeouts are tokio sleeps, which a paused runtime skips
+    /// through in order, and `now` follows them, so heartbeats sent every
+    /// few virtual seconds race the interpreter's timers deterministically.
+    pub struct PausedClock {
+        start: OffsetDateTime,
+        base: tokio::time::Instant,
+    }
+
+    impl PausedClock {
+        pub fn new() -> Self {
+            Self {
+                start: start_time(),
+                base: tokio::time::Instant::now(),
+            }
+        }
+
+        pub fn elapsed(&self) -> Duration {
+            self.base.elapsed()
+        }
+    }
+
+    #[async_trait]
+    impl Clock for PausedClock {
+        fn now(&self) -> OffsetDateTime {
+            self.start + self.base.elapsed()
+        }
+
+        async fn sleep(&self, duration: Duration) {
+            tokio::time::sleep(duration).await;
+        }
+
+        async fn timeout(&self, duration: Duration) {
+            tokio::time::sleep(duration).await;
+        }
     }
 
     pub async fn execute_with(
@@ -1138,6 +1219,465 @@ mod pass_fail_and_intrinsics {
     }
 }
 
+mod callback_pattern {
+    use std::time::Duration;
+
+    use asl::{
+        CallbackError, CancellationHandle, EventKind, ExecutionContext, FakeClock, HistoryEvent,
+        MemoryHistory, Outcome, StateMachine, StopRequest, TaskTokens,
+    };
+    use serde_json::{Value, json};
+
+    use super::support::*;
+
+    const CALLBACK: &str = "arn:aws:states:::lambda:invoke.waitForTaskToken";
+
+    /// A callback task `S` around `extra` fields, its Lambda `notify` given
+    /// the token and the order; `Done` follows it, and `Handled` (for a
+    /// Catch) follows `Done`.
+    fn callback_machine(extra: Value) -> StateMachine {
+        let mut task = json!({
+            "Type": "Task", "Resource": CALLBACK,
+            "Parameters": {
+                "FunctionName": "notify",
+                "Payload": {"taskToken.$": "$$.Task.Token", "order.$": "$.order"}
+            },
+            "ResultPath": "$.answer",
+            "Next": "Done"
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            task[key] = value.clone();
+        }
+        load(json!({"StartAt": "S", "States": {
+            "S": task,
+            "Done": {"Type": "Pass", "Next": "Handled"},
+            "Handled": {"Type": "Succeed"}
+        }}))
+    }
+
+    /// The history of `callback_machine` when the task succeeds.
+    const SUCCEEDED_EVENTS: [&str; 12] = [
+        "ExecutionStarted",
+        "TaskStateEntered",
+        "TaskScheduled",
+        "TaskStarted",
+        "TaskSubmitted",
+        "TaskSucceeded",
+        "TaskStateExited",
+        "PassStateEntered",
+        "PassStateExited",
+        "SucceedStateEntered",
+        "SucceedStateExited",
+        "ExecutionSucceeded",
+    ];
+
+    fn order() -> Value {
+        json!({"order": "o-1"})
+    }
+
+    /// The token handed to the `index`-th call of the Lambda.
+    fn token_of(runner: &ScriptedRunner, index: usize) -> String {
+        runner.calls()[index].input["taskToken"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Waits (yielding, so a FakeClock's timers stay put) until the task has
+    /// submitted its Lambda call, then answers with the attempt's token.
+    async fn when_submitted(
+        history: &MemoryHistory,
+        runner: &ScriptedRunner,
+        answer: impl FnOnce(&TaskTokens, &str),
+    ) {
+        for _ in 0..1_000 {
+            if history.event_types().contains(&"TaskSubmitted") {
+                let calls = runner.calls().len();
+                answer(runner.tokens(), &token_of(runner, calls - 1));
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the task never submitted: {:?}", history.event_types());
+    }
+
+    fn event_json(history: &MemoryHistory, event_type: &str) -> Value {
+        let event = history
+            .events()
+            .into_iter()
+            .find(|event| event.event_type() == event_type)
+            .unwrap_or_else(|| panic!("no {event_type}"));
+        serde_json::to_value(event).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_callback_sent_from_inside_the_lambda_is_the_result_with_aws_history() {
+        // GIVEN a Lambda that calls SendTaskSuccess itself before returning
+        let machine = callback_machine(json!({"HeartbeatSeconds": 5, "TimeoutSeconds": 60}));
+        let runner =
+            ScriptedRunner::new().always("notify", Reply::AnswerToken(json!({"approved": true})));
+        // WHEN it runs
+        let done = execute(&machine, order(), &runner).await;
+        // THEN the callback's output, not the Lambda's, is the task's result
+        assert_eq!(
+            done.output(),
+            json!({"order": "o-1", "answer": {"approved": true}})
+        );
+        // AND the Lambda got the payload with the token ("{sequence}-{uuid}")
+        let token = token_of(&runner, 0);
+        assert_eq!(runner.calls()[0].input["order"], json!("o-1"));
+        assert!(token.starts_with("1-") && token.len() == 2 + 36, "{token}");
+        // AND the history is AWS's callback sequence
+        assert_eq!(done.history.event_types(), SUCCEEDED_EVENTS);
+        let scheduled = &event_json(&done.history, "TaskScheduled")["taskScheduledEventDetails"];
+        assert_eq!(scheduled["resourceType"], json!("lambda"));
+        assert_eq!(scheduled["resource"], json!("invoke.waitForTaskToken"));
+        assert_eq!(scheduled["heartbeatInSeconds"], json!(5));
+        assert_eq!(scheduled["timeoutInSeconds"], json!(60));
+        let parameters: Value =
+            serde_json::from_str(scheduled["parameters"].as_str().unwrap()).unwrap();
+        assert_eq!(parameters["Payload"]["taskToken"], json!(token));
+        let started = &event_json(&done.history, "TaskStarted")["taskStartedEventDetails"];
+        assert_eq!(started["resource"], json!("invoke.waitForTaskToken"));
+        let submitted = &event_json(&done.history, "TaskSubmitted")["taskSubmittedEventDetails"];
+        assert_eq!(submitted["resourceType"], json!("lambda"));
+        assert_eq!(submitted["resource"], json!("invoke.waitForTaskToken"));
+        assert_eq!(submitted["outputDetails"], json!({"truncated": false}));
+        let invoked: Value = serde_json::from_str(submitted["output"].as_str().unwrap()).unwrap();
+        assert_eq!(invoked["Payload"], json!({"submitted": true}));
+        assert_eq!(invoked["StatusCode"], json!(200));
+        let succeeded = &event_json(&done.history, "TaskSucceeded")["taskSucceededEventDetails"];
+        assert_eq!(succeeded["output"], json!("{\"approved\":true}"));
+        // AND every event reads back from its JSON
+        for event in done.history.events() {
+            let json = serde_json::to_value(&event).unwrap();
+            assert_eq!(HistoryEvent::from_value(&json).unwrap(), event);
+        }
+        // AND the ended task's token is closed
+        assert_eq!(
+            runner.tokens().send_success(&token, json!(1)),
+            Err(CallbackError::TaskTimedOut)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_callback_sent_after_task_submitted_is_the_result() {
+        // GIVEN a Lambda that only hands the token on
+        let machine = callback_machine(json!({}));
+        let runner = ScriptedRunner::new();
+        let (clock, history) = (FakeClock::new(start_time()), MemoryHistory::new());
+        // WHEN someone answers once the task waits
+        let (outcome, ()) = tokio::join!(
+            run_on(&machine, order(), &runner, &clock, &history),
+            when_submitted(&history, &runner, |tokens, token| {
+                tokens.send_success(token, json!("approved")).unwrap();
+            })
+        );
+        // THEN that answer is the result
+        assert_eq!(
+            outcome,
+            Outcome::Succeeded {
+                output: json!({"order": "o-1", "answer": "approved"})
+            }
+        );
+        let submitted = history
+            .events()
+            .iter()
+            .position(|e| matches!(e.kind, EventKind::TaskSubmitted(_)));
+        assert_eq!(submitted, Some(4));
+    }
+
+    #[tokio::test]
+    async fn send_failure_fails_the_task_and_catch_sees_its_error_and_cause() {
+        let machine = callback_machine(json!({
+            "Catch": [{"ErrorEquals": ["Declined"], "ResultPath": "$.error", "Next": "Handled"},
+                      {"ErrorEquals": ["States.ALL"], "ResultPath": "$.other", "Next": "Handled"}]
+        }));
+        // GIVEN a failure with an error and a cause
+        let runner = ScriptedRunner::new();
+        let (clock, history) = (FakeClock::new(start_time()), MemoryHistory::new());
+        let (outcome, ()) = tokio::join!(
+            run_on(&machine, order(), &runner, &clock, &history),
+            when_submitted(&history, &runner, |tokens, token| {
+                let (error, cause) = (Some("Declined".into()), Some("card".into()));
+                tokens.send_failure(token, error, cause).unwrap();
+            })
+        );
+        // THEN the Catch on its error takes it
+        assert_eq!(
+            outcome,
+            Outcome::Succeeded {
+                output: json!({"order": "o-1", "error": {"Error": "Declined", "Cause": "card"}})
+            }
+        );
+        assert_eq!(
+            event_json(&history, "TaskFailed")["taskFailedEventDetails"],
+            json!({"resourceType": "lambda", "resource": "invoke.waitForTaskToken",
+                   "error": "Declined", "cause": "card"})
+        );
+        // GIVEN a failure with neither: AWS records TaskFailed without an error
+        let runner = ScriptedRunner::new();
+        let (clock, history) = (FakeClock::new(start_time()), MemoryHistory::new());
+        let (outcome, ()) = tokio::join!(
+            run_on(&machine, order(), &runner, &clock, &history),
+            when_submitted(&history, &runner, |tokens, token| {
+                tokens.send_failure(token, None, None).unwrap();
+            })
+        );
+        assert_eq!(
+            outcome,
+            Outcome::Succeeded {
+                output: json!({"order": "o-1", "other": {"Error": "", "Cause": ""}})
+            }
+        );
+        assert_eq!(
+            event_json(&history, "TaskFailed")["taskFailedEventDetails"],
+            json!({"resourceType": "lambda", "resource": "invoke.waitForTaskToken"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_lambda_fails_the_attempt_and_closes_its_token() {
+        let machine = callback_machine(json!({}));
+        let runner = ScriptedRunner::new().always("notify", Reply::Fail("Boom", "{}"));
+        let done = execute(&machine, order(), &runner).await;
+        assert_eq!(done.failure(), ("Boom".to_owned(), "{}".to_owned()));
+        let types = done.history.event_types();
+        assert!(!types.contains(&"TaskSubmitted"), "{types:?}");
+        assert!(types.contains(&"TaskFailed"), "{types:?}");
+        assert_eq!(
+            runner.tokens().send_heartbeat(&token_of(&runner, 0)),
+            Err(CallbackError::TaskTimedOut)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_keep_a_task_alive_past_heartbeat_seconds() {
+        // GIVEN HeartbeatSeconds 5 and a worker that beats every 4 s for 16 s
+        let machine = callback_machine(json!({"HeartbeatSeconds": 5, "TimeoutSeconds": 60}));
+        let runner = ScriptedRunner::new();
+        let (clock, history) = (PausedClock::new(), MemoryHistory::new());
+        let worker = async {
+            when_submitted(&history, &runner, |_, _| {}).await;
+            let token = token_of(&runner, 0);
+            for _ in 0..4 {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                runner.tokens().send_heartbeat(&token).unwrap();
+            }
+            runner.tokens().send_success(&token, json!("done")).unwrap();
+        };
+        let (outcome, ()) =
+            tokio::join!(run_on(&machine, order(), &runner, &clock, &history), worker);
+        // THEN the task outlives its HeartbeatSeconds three times over and succeeds
+        assert_eq!(
+            outcome,
+            Outcome::Succeeded {
+                output: json!({"order": "o-1", "answer": "done"})
+            }
+        );
+        assert_eq!(clock.elapsed(), Duration::from_secs(16));
+        // AND heartbeats leave no history events (as on AWS)
+        assert_eq!(history.event_types(), SUCCEEDED_EVENTS);
+    }
+
+    #[tokio::test]
+    async fn no_heartbeat_within_heartbeat_seconds_is_states_heartbeat_timeout() {
+        // GIVEN a retry, then a catch, on States.HeartbeatTimeout, and nobody answering
+        let machine = callback_machine(json!({
+            "HeartbeatSeconds": 5, "TimeoutSeconds": 60,
+            "Retry": [{"ErrorEquals": ["States.HeartbeatTimeout"], "MaxAttempts": 1}],
+            "Catch": [{"ErrorEquals": ["States.HeartbeatTimeout"], "ResultPath": "$.error",
+                       "Next": "Handled"}]
+        }));
+        let runner = ScriptedRunner::new();
+        let done = execute(&machine, order(), &runner).await;
+        // THEN both attempts time out after 5 s and the catcher takes the error
+        assert_eq!(
+            done.output()["error"],
+            json!({"Error": "States.HeartbeatTimeout", "Cause": ""})
+        );
+        assert_eq!(
+            done.clock.fired_timeouts(),
+            vec![Duration::from_secs(5), Duration::from_secs(5)]
+        );
+        let timed_out = &event_json(&done.history, "TaskTimedOut")["taskTimedOutEventDetails"];
+        assert_eq!(timed_out["error"], json!("States.HeartbeatTimeout"));
+        // AND each attempt had its own token, closed when it ended
+        let (first, second) = (token_of(&runner, 0), token_of(&runner, 1));
+        assert_ne!(first, second);
+        for token in [first, second] {
+            assert_eq!(
+                runner.tokens().send_success(&token, json!(1)),
+                Err(CallbackError::TaskTimedOut)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn timeout_seconds_counts_from_task_started_the_lambda_included() {
+        let machine = callback_machine(json!({"TimeoutSeconds": 10}));
+        // GIVEN nobody answering THEN the task times out after TimeoutSeconds
+        let runner = ScriptedRunner::new();
+        let done = execute(&machine, order(), &runner).await;
+        assert_eq!(done.failure().0, "States.Timeout");
+        assert_eq!(done.clock.fired_timeouts(), vec![Duration::from_secs(10)]);
+        let timed_out = &event_json(&done.history, "TaskTimedOut")["taskTimedOutEventDetails"];
+        assert_eq!(timed_out["error"], json!("States.Timeout"));
+        // GIVEN a Lambda that never returns THEN the same timer ends it, before TaskSubmitted
+        let runner = ScriptedRunner::new().always("notify", Reply::Hang);
+        let done = execute(&machine, order(), &runner).await;
+        assert_eq!(done.failure().0, "States.Timeout");
+        assert_eq!(runner.calls()[0].timeout, Some(Duration::from_secs(10)));
+        assert!(!done.history.event_types().contains(&"TaskSubmitted"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_do_not_extend_timeout_seconds() {
+        // GIVEN a worker that beats every 3 s and never answers
+        let machine = callback_machine(json!({"HeartbeatSeconds": 5, "TimeoutSeconds": 12}));
+        let runner = ScriptedRunner::new();
+        let (clock, history) = (PausedClock::new(), MemoryHistory::new());
+        let worker = async {
+            when_submitted(&history, &runner, |_, _| {}).await;
+            let token = token_of(&runner, 0);
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                if runner.tokens().send_heartbeat(&token).is_err() {
+                    return;
+                }
+            }
+        };
+        let (outcome, ()) =
+            tokio::join!(run_on(&machine, order(), &runner, &clock, &history), worker);
+        // THEN TimeoutSeconds, counted from TaskStarted, still ends the task
+        assert!(
+            matches!(&outcome, Outcome::Failed { error, .. } if error == "States.Timeout"),
+            "{outcome:?}"
+        );
+        let timed_out = history
+            .events()
+            .into_iter()
+            .find(|event| event.event_type() == "TaskTimedOut")
+            .unwrap();
+        assert_eq!(timed_out.timestamp - start_time(), Duration::from_secs(12));
+    }
+
+    #[tokio::test]
+    async fn the_execution_timeout_and_stop_still_win_and_close_the_token() {
+        // GIVEN an execution TimeoutSeconds shorter than the task's
+        let machine = load(
+            json!({"StartAt": "S", "TimeoutSeconds": 5, "States": {"S": {
+            "Type": "Task", "Resource": CALLBACK, "TimeoutSeconds": 60, "HeartbeatSeconds": 30,
+            "Parameters": {"FunctionName": "notify", "Payload": {"taskToken.$": "$$.Task.Token"}},
+            "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Never"}],
+            "Next": "Never"
+        }, "Never": {"Type": "Succeed"}}}),
+        );
+        let runner = ScriptedRunner::new();
+        let done = execute(&machine, json!({}), &runner).await;
+        assert_eq!(done.outcome, Outcome::TimedOut);
+        assert_eq!(done.clock.fired_timeouts(), vec![Duration::from_secs(5)]);
+        assert_eq!(
+            runner
+                .tokens()
+                .send_success(&token_of(&runner, 0), json!(1)),
+            Err(CallbackError::TaskTimedOut)
+        );
+        // GIVEN a stop while the task waits
+        let machine = callback_machine(json!({}));
+        let runner = ScriptedRunner::new();
+        let handle = CancellationHandle::new();
+        let history = MemoryHistory::new();
+        let stop = async {
+            when_submitted(&history, &runner, |_, _| {}).await;
+            handle.stop(StopRequest::default());
+        };
+        let clock = FakeClock::new(start_time());
+        let run = asl::run_execution(
+            &machine,
+            context(order()),
+            &runner,
+            &clock,
+            &history,
+            handle.signal(),
+        );
+        let (outcome, ()) = tokio::join!(run, stop);
+        assert_eq!(outcome, Outcome::Aborted);
+        assert_eq!(
+            runner
+                .tokens()
+                .send_success(&token_of(&runner, 0), json!(1)),
+            Err(CallbackError::TaskTimedOut)
+        );
+    }
+
+    #[tokio::test]
+    async fn tokens_are_unique_across_equally_seeded_executions_and_unknown_ones_are_invalid() {
+        let machine = callback_machine(json!({}));
+        let runner = ScriptedRunner::new().always("notify", Reply::AnswerToken(json!(1)));
+        for _ in 0..2 {
+            let ctx = ExecutionContext {
+                rng_seed: Some(7),
+                ..context(order())
+            };
+            let clock = FakeClock::new(start_time());
+            let history = MemoryHistory::new();
+            let never = asl::CancellationSignal::never();
+            let outcome = asl::run_execution(&machine, ctx, &runner, &clock, &history, never).await;
+            assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
+        }
+        let (first, second) = (token_of(&runner, 0), token_of(&runner, 1));
+        assert_ne!(first, second);
+        // the same seed draws the same uuid: only the sequence tells them apart
+        assert_eq!(
+            first.split_once('-').unwrap().1,
+            second.split_once('-').unwrap().1
+        );
+        let tokens = runner.tokens();
+        assert_eq!(
+            tokens.send_heartbeat("not-a-token"),
+            Err(CallbackError::InvalidToken)
+        );
+        assert_eq!(
+            tokens.send_failure(&first, None, None),
+            Err(CallbackError::TaskTimedOut)
+        );
+        assert_eq!(CallbackError::InvalidToken.aws_error_code(), "InvalidToken");
+        assert_eq!(CallbackError::TaskTimedOut.aws_error_code(), "TaskTimedOut");
+    }
+
+    #[test]
+    fn an_execution_waiting_for_a_callback_can_move_between_threads() {
+        // The local cloud spawns executions on a multi-threaded runtime.
+        fn assert_send<T: Send>(_: &T) {}
+        let machine = callback_machine(json!({"HeartbeatSeconds": 5}));
+        let (runner, clock, history) = (
+            ScriptedRunner::new(),
+            FakeClock::new(start_time()),
+            MemoryHistory::new(),
+        );
+        let run = run_on(&machine, order(), &runner, &clock, &history);
+        assert_send(&run);
+    }
+
+    #[tokio::test]
+    async fn a_runner_without_task_tokens_fails_with_states_runtime() {
+        let machine = callback_machine(json!({
+            "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Handled"}]
+        }));
+        let runner = ScriptedRunner::new().without_task_tokens();
+        let done = execute(&machine, order(), &runner).await;
+        let (error, cause) = done.failure();
+        assert_eq!(error, "States.Runtime");
+        assert!(
+            cause.contains("'S'") && cause.contains("task tokens"),
+            "{cause}"
+        );
+        assert!(runner.calls().is_empty());
+        assert!(!done.history.event_types().contains(&"TaskScheduled"));
+    }
+}
+
 mod load_rejections {
     use std::collections::BTreeMap;
 
@@ -1151,6 +1691,18 @@ mod load_rejections {
     fn refusal_of(state: Value) -> String {
         refusal(json!({"StartAt": "S", "States": {"S": state, "End": {"Type": "Succeed"}}}))
             .to_string()
+    }
+
+    /// A valid callback task, with `extra` fields.
+    fn callback(extra: Value) -> Value {
+        let mut state = task(json!({
+            "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
+            "Parameters": {"FunctionName": "f", "Payload": {"token.$": "$$.Task.Token"}}
+        }));
+        for (key, value) in extra.as_object().unwrap() {
+            state[key] = value.clone();
+        }
+        state
     }
 
     fn task(extra: Value) -> Value {
@@ -1184,8 +1736,20 @@ mod load_rejections {
                 "Resource",
             ),
             (
-                task(json!({"Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken"})),
+                task(json!({"Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken"})),
                 "Resource",
+            ),
+            (
+                task(json!({
+                    "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
+                    "Parameters": {"FunctionName": "f", "Qualifier": "1",
+                                   "Payload": {"t.$": "$$.Task.Token"}}
+                })),
+                "Parameters.Qualifier",
+            ),
+            (
+                callback(json!({"HeartbeatSecondsPath": "$.h"})),
+                "HeartbeatSecondsPath",
             ),
             (
                 task(
@@ -1212,6 +1776,61 @@ mod load_rejections {
             refusal_of(task(json!({"HeartbeatSeconds": 5})))
                 .contains("not supported by the local interpreter")
         );
+    }
+
+    #[test]
+    fn callback_tasks_must_pass_their_token_and_beat_faster_than_they_time_out() {
+        // GIVEN callback tasks that break a rule THEN each is refused, naming the field
+        let cases = [
+            (
+                callback(json!({"Parameters": {"FunctionName": "f", "Payload": {"id.$": "$.id"}}})),
+                "Parameters",
+                "$$.Task.Token",
+            ),
+            (
+                callback(json!({"Parameters": {"FunctionName": "f",
+                                               "Payload": {"token": "$$.Task.Token"}}})),
+                "Parameters",
+                "$$.Task.Token",
+            ),
+            (
+                callback(json!({"HeartbeatSeconds": 60, "TimeoutSeconds": 60})),
+                "HeartbeatSeconds",
+                "smaller than TimeoutSeconds",
+            ),
+            (
+                callback(json!({"HeartbeatSeconds": 0})),
+                "HeartbeatSeconds",
+                "integer",
+            ),
+            (
+                task(json!({"HeartbeatSeconds": 5, "TimeoutSeconds": 60})),
+                "HeartbeatSeconds",
+                "waitForTaskToken",
+            ),
+        ];
+        for (state, field, reason) in cases {
+            let message = refusal_of(state.clone());
+            assert!(
+                message.contains("state 'S'")
+                    && message.contains(field)
+                    && message.contains(reason),
+                "{state}: {message}"
+            );
+        }
+        // AND the token may sit deep in the Parameters or inside an intrinsic
+        for parameters in [
+            json!({"FunctionName": "f", "Payload": {"a": [{"t.$": "$$.Task.Token"}]}}),
+            json!({"FunctionName": "f", "Payload": {"t.$": "States.Format('t={}', $$.Task.Token)"}}),
+        ] {
+            let state = callback(json!({"Parameters": parameters, "HeartbeatSeconds": 5}));
+            let definition =
+                json!({"StartAt": "S", "States": {"S": state, "End": {"Type": "Succeed"}}});
+            assert!(
+                StateMachine::load(&definition.to_string(), &BTreeMap::new()).is_ok(),
+                "{definition}"
+            );
+        }
     }
 
     #[test]
@@ -1401,7 +2020,7 @@ mod payment_saga {
         let machine = saga();
         assert_eq!(machine.start_at(), "CreateInvoice");
         assert_eq!(machine.timeout_seconds(), Some(1800));
-        assert_eq!(machine.state_names().count(), 26);
+        assert_eq!(machine.state_names().count(), 28);
     }
 
     #[tokio::test]
@@ -1622,7 +2241,7 @@ mod payment_saga {
                 &HEAD[..4],
                 &CLOSE,
                 &[
-                    "WaitForPaymentConfirmation",
+                    "AwaitGatewayWebhook",
                     "CheckPaymentStatus",
                     "EvaluatePaymentStatus",
                     "UpdatePaymentSuccess",
@@ -1634,7 +2253,9 @@ mod payment_saga {
         assert!(runner.calls_for("COMPENSATE").is_empty());
         // the cancel counted as one check
         assert_eq!(runner.calls_for("STATUS")[0].input["checks"], json!(1));
-        assert_eq!(done.sleeps_seconds(), vec![3.0]);
+        // no word came for the token: its 10 s heartbeat ran out
+        assert!(done.sleeps_seconds().is_empty());
+        assert_eq!(done.clock.fired_timeouts(), vec![Duration::from_secs(10)]);
     }
 
     #[tokio::test]
@@ -1676,6 +2297,74 @@ mod payment_saga {
     }
 
     #[tokio::test]
+    async fn a_pending_charge_completes_with_the_gateways_answer_to_its_token() {
+        // GIVEN a charge the gateway leaves PENDING, and the gateway's final
+        // answer sent to the saga's task token (the reconciler, woken by the
+        // webhook) while it waits
+        let answer = json!({"status": "APPROVED", "gatewayReference": "gw-late", "checks": 0});
+        let runner = saga_runner()
+            .script("CHARGE", [charged("PENDING")])
+            .script("AWAIT_GATEWAY", [Reply::AnswerToken(answer)]);
+        // WHEN the saga runs
+        let done = execute(&saga(), payment(), &runner).await;
+        // THEN it completes from the answer, without a single status check
+        assert_eq!(
+            done.history.entered_states(),
+            states(&[
+                &HEAD,
+                &[
+                    "IsPaymentApproved",
+                    "AwaitGatewayWebhook",
+                    "IsGatewayAnswerFinal"
+                ],
+                &[
+                    "AdoptGatewayApproval",
+                    "UpdatePaymentSuccess",
+                    "PaymentSuccess"
+                ]
+            ])
+        );
+        assert!(runner.calls_for("STATUS").is_empty());
+        let kept = &runner.calls_for("AWAIT_GATEWAY")[0].input;
+        assert_eq!(kept["paymentId"], payment()["paymentId"]);
+        assert!(kept["taskToken"].as_str().is_some_and(|t| !t.is_empty()));
+        assert_eq!(
+            runner.calls_for("COMPLETE")[0].input["gatewayReference"],
+            json!("gw-late")
+        );
+        assert_eq!(
+            done.output()["charge"],
+            json!({"status": "APPROVED", "checks": 0, "gatewayReference": "gw-late"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_non_final_answer_to_the_token_counts_as_an_unanswered_check() {
+        // GIVEN a pending charge whose token gets a PENDING answer, then the
+        // status check says APPROVED
+        let runner = saga_runner()
+            .script("CHARGE", [charged("PENDING")])
+            .script(
+                "AWAIT_GATEWAY",
+                [Reply::AnswerToken(
+                    json!({"status": "PENDING", "checks": 0}),
+                )],
+            )
+            .script("STATUS", [Reply::Status("APPROVED")]);
+        // WHEN the saga runs
+        let done = execute(&saga(), payment(), &runner).await;
+        // THEN the answer only counted one check (the loop stays bounded)
+        let entered = done.history.entered_states();
+        let position = entered
+            .iter()
+            .position(|s| s == "IsGatewayAnswerFinal")
+            .unwrap();
+        assert_eq!(entered[position + 1], "CountUnansweredCheck");
+        assert_eq!(runner.calls_for("STATUS")[0].input["checks"], json!(1));
+        assert_eq!(done.output()["charge"]["status"], json!("APPROVED"));
+    }
+
+    #[tokio::test]
     async fn pending_twice_then_approved_goes_through_the_wait_loop() {
         let runner = saga_runner().script("CHARGE", [charged("PENDING")]).script(
             "STATUS",
@@ -1683,7 +2372,7 @@ mod payment_saga {
         );
         let done = execute(&saga(), payment(), &runner).await;
         let check = [
-            "WaitForPaymentConfirmation",
+            "AwaitGatewayWebhook",
             "CheckPaymentStatus",
             "EvaluatePaymentStatus",
         ];
@@ -1697,7 +2386,11 @@ mod payment_saga {
                 &["UpdatePaymentSuccess", "PaymentSuccess"]
             ])
         );
-        assert_eq!(done.sleeps_seconds(), vec![3.0, 3.0]);
+        assert!(done.sleeps_seconds().is_empty());
+        assert_eq!(
+            done.clock.fired_timeouts(),
+            vec![Duration::from_secs(10); 2]
+        );
         let checks: Vec<Value> = runner
             .calls_for("STATUS")
             .iter()
@@ -1732,7 +2425,7 @@ mod payment_saga {
                     "EvaluatePaymentStatus"
                 ],
                 &[
-                    "WaitForPaymentConfirmation",
+                    "AwaitGatewayWebhook",
                     "CheckPaymentStatus",
                     "EvaluatePaymentStatus"
                 ],
@@ -1806,7 +2499,7 @@ mod payment_saga {
         let mut expected = states(&[&HEAD, &["ResolveAmbiguousCharge"]]);
         for round in 0..10 {
             if round > 0 {
-                expected.push("WaitForPaymentConfirmation".to_owned());
+                expected.push("AwaitGatewayWebhook".to_owned());
             }
             expected.extend(unanswered.map(str::to_owned));
         }
@@ -1822,10 +2515,16 @@ mod payment_saga {
         assert_eq!(done.failure().0, "ReconciliationRequired");
         assert_eq!(runner.calls_for("STATUS").len(), 40);
         assert!(runner.calls_for("COMPENSATE").is_empty());
-        assert_eq!(
-            done.clock.fired_timeouts(),
-            vec![Duration::from_secs(15); 40]
-        );
+        // each check timed out 4 times (15 s), and between checks the wait for
+        // the gateway's word ran out its 10 s heartbeat
+        let mut timeouts = Vec::new();
+        for check in 0..10 {
+            if check > 0 {
+                timeouts.push(Duration::from_secs(10));
+            }
+            timeouts.extend([Duration::from_secs(15); 4]);
+        }
+        assert_eq!(done.clock.fired_timeouts(), timeouts);
         let reconcile = &runner.calls_for("MARK_RECONCILIATION_REQUIRED")[0].input;
         assert_eq!(reconcile["reason"], json!("GatewayOutcomeUnknown"));
         // AND the counter stayed an integer, 1 to 10

@@ -185,6 +185,7 @@ impl LocalCloud {
         let store_dir = (!options.in_memory).then(|| options.data_dir.join("executions"));
         let runner = Arc::new(LambdaTaskRunner {
             invoker: Arc::clone(&invoker),
+            tokens: crate::asl::TaskTokens::new(),
         });
         let step_functions =
             StepFunctions::start(&template, &options.root, runner, clock, store_dir)?;

@@ -34,8 +34,8 @@ use tokio::sync::watch;
 
 use crate::asl::{
     CancellationSignal, Clock, ExecutionContext, HistoryEvent, HistorySink, MemoryHistory, Outcome,
-    Resume, ResumeAt, StateMachine, TaskFailure, TaskRunner, resume_execution, resume_point,
-    run_execution,
+    Resume, ResumeAt, StateMachine, TaskFailure, TaskRunner, TaskTokens, resume_execution,
+    resume_point, run_execution,
 };
 use crate::edge::{ApiError, JsonService};
 use crate::template::{StateMachineSpec, Template};
@@ -50,13 +50,19 @@ pub const PAGE_SIZE_MAX: usize = 1_000;
 /// Longest StartSyncExecution wait (EXPRESS workflows run at most 5 minutes).
 pub const SYNC_EXECUTION_SECONDS_MAX: u64 = 300;
 
-/// Runs Task resources (Lambda ARNs) through the local Lambda service.
+/// Runs Task resources (Lambda ARNs) through the local Lambda service, and
+/// holds the task tokens of `.waitForTaskToken` tasks for SendTask*.
 pub struct LambdaTaskRunner {
     pub invoker: Arc<dyn FunctionInvoker>,
+    pub tokens: TaskTokens,
 }
 
 #[async_trait]
 impl TaskRunner for LambdaTaskRunner {
+    fn task_tokens(&self) -> Option<&TaskTokens> {
+        Some(&self.tokens)
+    }
+
     async fn run(
         &self,
         resource: &str,
@@ -840,6 +846,30 @@ impl StepFunctions {
         Ok(json!({"stopDate": epoch(now)}))
     }
 
+    /// SendTaskSuccess, SendTaskFailure and SendTaskHeartbeat: the answer to
+    /// a `.waitForTaskToken` task. `output` must be JSON text, as on AWS.
+    fn api_task_callback(&self, operation: &str, input: &Value) -> Result<Value, ApiError> {
+        let tokens = self
+            .runner
+            .task_tokens()
+            .ok_or_else(|| ApiError::client("InvalidToken", "this runner issues no task tokens"))?;
+        let token = text_field(input, "taskToken")?;
+        let optional = |field: &str| input.get(field).and_then(Value::as_str).map(str::to_owned);
+        let sent = match operation {
+            "SendTaskSuccess" => {
+                let output = text_field(input, "output")?;
+                let output: Value = serde_json::from_str(output).map_err(|err| {
+                    ApiError::client("InvalidOutput", format!("output is not JSON: {err}"))
+                })?;
+                tokens.send_success(token, output)
+            }
+            "SendTaskFailure" => tokens.send_failure(token, optional("error"), optional("cause")),
+            _ => tokens.send_heartbeat(token),
+        };
+        sent.map_err(|err| ApiError::client(err.aws_error_code(), err.to_string()))?;
+        Ok(json!({}))
+    }
+
     fn api_describe_machine(&self, input: &Value) -> Result<Value, ApiError> {
         let machine = self.machine(text_field(input, "stateMachineArn")?)?;
         Ok(json!({
@@ -889,6 +919,9 @@ impl JsonService for StepFunctionsApi {
             "GetExecutionHistory" => service.api_history(&input),
             "ListExecutions" => service.api_list(&input),
             "StopExecution" => service.api_stop(&input),
+            "SendTaskSuccess" | "SendTaskFailure" | "SendTaskHeartbeat" => {
+                service.api_task_callback(operation, &input)
+            }
             "DescribeStateMachine" => service.api_describe_machine(&input),
             "ListStateMachines" => Ok(service.api_list_machines()),
             other => Err(ApiError::client(

@@ -188,7 +188,9 @@ impl Template {
     fn typed_resources(&self, kind: &str) -> Result<Vec<(String, &Value)>, TemplateError> {
         let mut found = Vec::new();
         for (logical_id, resource) in self.resources()? {
-            if resource.get("Type").and_then(Value::as_str) == Some(kind) {
+            if resource.get("Type").and_then(Value::as_str) == Some(kind)
+                && self.condition_holds(resource)?
+            {
                 let id = logical_id
                     .as_str()
                     .ok_or_else(|| invalid("non-string resource id"))?;
@@ -427,6 +429,61 @@ impl Template {
     }
 
     /// Resolves a scalar or an intrinsic function to a string.
+    /// Whether a resource's `Condition` holds (one without a condition
+    /// always exists).
+    fn condition_holds(&self, resource: &Value) -> Result<bool, TemplateError> {
+        match resource.get("Condition") {
+            None => Ok(true),
+            Some(Value::String(name)) => self.condition(name),
+            Some(other) => Err(invalid(format!("Condition {other:?} is not a name"))),
+        }
+    }
+
+    /// A named entry of `Conditions`, with the parameters' defaults.
+    fn condition(&self, name: &str) -> Result<bool, TemplateError> {
+        let definition = self
+            .root
+            .get("Conditions")
+            .and_then(|conditions| conditions.get(name))
+            .ok_or_else(|| invalid(format!("no condition {name}")))?;
+        self.truth(definition)
+    }
+
+    /// `!Equals`, `!Not`, `!And`, `!Or` and `!Condition`, as CloudFormation
+    /// evaluates them.
+    fn truth(&self, value: &Value) -> Result<bool, TemplateError> {
+        let (name, argument) = intrinsic_parts(value)
+            .ok_or_else(|| invalid(format!("{value:?} is not a condition")))?;
+        let operands = || {
+            argument
+                .as_sequence()
+                .ok_or_else(|| invalid(format!("{name} takes a list")))
+        };
+        match name {
+            "Equals" => match operands()?.as_slice() {
+                [left, right] => Ok(self.resolve(left)? == self.resolve(right)?),
+                _ => Err(invalid("Equals takes two values")),
+            },
+            "Not" => match operands()?.as_slice() {
+                [inner] => Ok(!self.truth(inner)?),
+                _ => Err(invalid("Not takes one condition")),
+            },
+            "And" => operands()?
+                .iter()
+                .try_fold(true, |all, c| Ok(all && self.truth(c)?)),
+            "Or" => operands()?
+                .iter()
+                .try_fold(false, |any, c| Ok(any || self.truth(c)?)),
+            "Condition" => match argument {
+                Value::String(inner) => self.condition(inner),
+                _ => Err(invalid("Condition takes a name")),
+            },
+            other => Err(invalid(format!(
+                "condition function {other} is not supported locally"
+            ))),
+        }
+    }
+
     pub fn resolve(&self, value: &Value) -> Result<String, TemplateError> {
         match value {
             Value::String(text) => Ok(text.clone()),
@@ -451,6 +508,17 @@ impl Template {
             ("Ref", Value::String(target)) => self.reference(target),
             ("Sub", Value::String(pattern)) => self.substitute(pattern),
             ("GetAtt", Value::String(path)) => self.attribute(path),
+            ("If", Value::Sequence(arms)) => match arms.as_slice() {
+                [Value::String(condition), then, otherwise] => {
+                    let chosen = if self.condition(condition)? {
+                        then
+                    } else {
+                        otherwise
+                    };
+                    self.resolve(chosen)
+                }
+                _ => Err(invalid("If takes [condition, value, value]")),
+            },
             _ => Err(invalid(format!(
                 "intrinsic {name} with {argument:?} is not supported locally"
             ))),
@@ -600,6 +668,38 @@ pub fn rate_period(expression: &str) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_secs(
         count.checked_mul(unit_seconds)?,
     ))
+}
+
+/// `(name, argument)` of an intrinsic in short (`!Equals`) or long
+/// (`{"Fn::Equals": …}`, `{"Condition": …}`) form.
+fn intrinsic_parts(value: &Value) -> Option<(&str, &Value)> {
+    match value {
+        Value::Tagged(tagged) => {
+            let tag = tagged.tag.to_string();
+            let name = tag.trim_start_matches('!').to_owned();
+            // A known name as &'static str: the tag's own text is a temporary.
+            let name = [
+                "Equals",
+                "Not",
+                "And",
+                "Or",
+                "Condition",
+                "If",
+                "Ref",
+                "Sub",
+                "GetAtt",
+            ]
+            .into_iter()
+            .find(|known| *known == name)?;
+            Some((name, &tagged.value))
+        }
+        Value::Mapping(map) if map.len() == 1 => {
+            let (name, argument) = map.iter().next()?;
+            let name = name.as_str()?;
+            Some((name.strip_prefix("Fn::").unwrap_or(name), argument))
+        }
+        _ => None,
+    }
 }
 
 fn sequence<'a>(

@@ -1,6 +1,8 @@
-//! Executions in flight across a restart of the local cloud: the history
-//! recorded before the restart is kept, and the execution resumes in the
-//! state it was in, instead of starting over with an empty history.
+//! The local Step Functions service through its API: executions in flight
+//! across a restart of the local cloud (the history recorded before the
+//! restart is kept, and the execution resumes in the state it was in,
+//! instead of starting over with an empty history), and the answers to a
+//! `.waitForTaskToken` task (SendTaskSuccess / Failure / Heartbeat).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use local::asl::{Clock, SystemClock, TaskFailure, TaskRunner};
+use local::asl::{Clock, SystemClock, TaskFailure, TaskRunner, TaskTokens};
 use local::edge::JsonService;
 use local::sfn::{StepFunctions, StepFunctionsApi};
 use local::template::{Context, Template};
@@ -24,10 +26,15 @@ const SECOND: &str = "arn:aws:lambda:us-east-1:000000000000:function:second";
 struct Runner {
     hang_on: Vec<&'static str>,
     calls: Mutex<Vec<(String, Value)>>,
+    tokens: TaskTokens,
 }
 
 #[async_trait]
 impl TaskRunner for Runner {
+    fn task_tokens(&self) -> Option<&TaskTokens> {
+        Some(&self.tokens)
+    }
+
     async fn run(
         &self,
         resource: &str,
@@ -53,16 +60,20 @@ impl Runner {
 
 /// A root with a template holding one two-task state machine.
 fn root() -> PathBuf {
-    let root = std::env::temp_dir().join(format!("sfn-restart-{}", ulid::Ulid::new()));
-    std::fs::create_dir_all(&root).unwrap();
-    let definition = json!({
+    root_with(json!({
         "StartAt": "First",
         "TimeoutSeconds": 60,
         "States": {
             "First": {"Type": "Task", "Resource": FIRST, "ResultPath": "$.first", "Next": "Second"},
             "Second": {"Type": "Task", "Resource": SECOND, "ResultPath": "$.second", "End": true}
         }
-    });
+    }))
+}
+
+/// A root with a template holding one state machine, `flow`.
+fn root_with(definition: Value) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("sfn-restart-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("flow.asl.json"), definition.to_string()).unwrap();
     let template = "Resources:\n  Flow:\n    Type: AWS::Serverless::StateMachine\n    \
                     Properties:\n      Name: flow\n      DefinitionUri: flow.asl.json\n";
@@ -279,4 +290,114 @@ async fn a_torn_journal_line_is_dropped_and_later_events_still_read_back() {
         );
     }
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// `flow`: one task that hands its token to FIRST and waits for the answer.
+fn callback_root() -> PathBuf {
+    root_with(json!({
+        "StartAt": "Wait",
+        "States": {
+            "Wait": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
+                "Parameters": {"FunctionName": FIRST, "Payload": {"token.$": "$$.Task.Token"}},
+                "HeartbeatSeconds": 5,
+                "TimeoutSeconds": 10,
+                "Catch": [{"ErrorEquals": ["Refused"], "ResultPath": "$.error", "Next": "Refused"}],
+                "End": true
+            },
+            "Refused": {"Type": "Pass", "End": true}
+        }
+    }))
+}
+
+/// Starts one `flow` execution and waits until its task has its token.
+async fn waiting_execution(api: &StepFunctionsApi, runner: &Runner) -> (String, String) {
+    let machine = api.call("ListStateMachines", json!({})).await.unwrap();
+    let arn = machine["stateMachines"][0]["stateMachineArn"].clone();
+    let started = api
+        .call(
+            "StartExecution",
+            json!({"stateMachineArn": arn, "input": "{}"}),
+        )
+        .await
+        .unwrap();
+    let execution_arn = started["executionArn"].as_str().unwrap().to_owned();
+    wait_until("the token", || !runner.calls().is_empty()).await;
+    let token = runner.calls()[0].1["token"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !types(&history(api, &execution_arn).await).contains(&"TaskSubmitted".to_owned()) {
+        assert!(
+            Instant::now() < deadline,
+            "{execution_arn}: no TaskSubmitted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (execution_arn, token)
+}
+
+#[tokio::test]
+async fn send_task_success_answers_a_waiting_task_once() {
+    // GIVEN an execution waiting on its task token
+    let runner = Arc::new(Runner::default());
+    let (_service, api) = start(&callback_root(), runner.clone());
+    let (execution_arn, token) = waiting_execution(&api, &runner).await;
+    // AND a heartbeat keeps it waiting
+    let beat = json!({"taskToken": token});
+    assert_eq!(
+        api.call("SendTaskHeartbeat", beat).await.unwrap(),
+        json!({})
+    );
+    // WHEN SendTaskSuccess answers it (`output` is JSON text, as on AWS)
+    let answer = json!({"taskToken": token, "output": "{\"status\":\"APPROVED\"}"});
+    api.call("SendTaskSuccess", answer.clone()).await.unwrap();
+    // THEN the execution succeeds with that output
+    let done = finished(&api, &execution_arn).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(done["output"], "{\"status\":\"APPROVED\"}");
+    let events = history(&api, &execution_arn).await;
+    let task_events: Vec<String> = types(&events)
+        .into_iter()
+        .filter(|t| t.starts_with("Task") && !t.starts_with("TaskState"))
+        .collect();
+    assert_eq!(
+        task_events,
+        [
+            "TaskScheduled",
+            "TaskStarted",
+            "TaskSubmitted",
+            "TaskSucceeded"
+        ]
+    );
+    // AND the token answers nothing more: TaskTimedOut, as AWS says
+    let again = api.call("SendTaskSuccess", answer).await.unwrap_err();
+    assert_eq!(again.error_type, "TaskTimedOut");
+    let unknown = json!({"taskToken": "no-such-token", "output": "{}"});
+    let unknown = api.call("SendTaskSuccess", unknown).await.unwrap_err();
+    assert_eq!(unknown.error_type, "InvalidToken");
+}
+
+#[tokio::test]
+async fn send_task_failure_fails_the_task_into_its_catch_and_bad_output_is_refused() {
+    // GIVEN an execution waiting on its task token
+    let runner = Arc::new(Runner::default());
+    let (_service, api) = start(&callback_root(), runner.clone());
+    let (execution_arn, token) = waiting_execution(&api, &runner).await;
+    // WHEN an answer's output is not JSON THEN it is refused and changes nothing
+    let bad = json!({"taskToken": token, "output": "not json"});
+    assert_eq!(
+        api.call("SendTaskSuccess", bad)
+            .await
+            .unwrap_err()
+            .error_type,
+        "InvalidOutput"
+    );
+    // WHEN SendTaskFailure answers it
+    let failure = json!({"taskToken": token, "error": "Refused", "cause": "no"});
+    api.call("SendTaskFailure", failure).await.unwrap();
+    // THEN the Catch takes the error
+    let done = finished(&api, &execution_arn).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    let output: Value = serde_json::from_str(done["output"].as_str().unwrap()).unwrap();
+    assert_eq!(output["error"], json!({"Error": "Refused", "Cause": "no"}));
 }

@@ -67,6 +67,14 @@ pub enum InvoiceCommand {
     Create { payment: SagaInput },
     /// The wallet was debited: PENDING → PROCESSING.
     MarkProcessing { payment_id: PaymentId },
+    /// The saga waits for the gateway's final word (`AwaitGatewayWebhook`,
+    /// `lambda:invoke.waitForTaskToken`): keep its task token with the
+    /// PROCESSING payment, for the reconciler to wake it with. No status
+    /// change.
+    AwaitGateway {
+        payment_id: PaymentId,
+        task_token: String,
+    },
     /// The gateway captured the charge: → COMPLETED.
     Complete {
         payment_id: PaymentId,
@@ -94,6 +102,7 @@ impl InvoiceCommand {
         match self {
             Self::Create { payment } => payment.payment_id,
             Self::MarkProcessing { payment_id }
+            | Self::AwaitGateway { payment_id, .. }
             | Self::Complete { payment_id, .. }
             | Self::Fail { payment_id, .. }
             | Self::MarkReconciliationRequired { payment_id, .. } => *payment_id,

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use crate::domain::wallet::DebitClosure;
 use crate::domain::{
     BreakerRecord, ClaimOutcome, Currency, IdempotencyRecord, IdempotencyState, LedgerEntry,
-    Movement, MovementReceipt, NewPayment, Payment, PaymentChange, PaymentEvent, PaymentId, Refund,
-    RefundId, Timestamp, UserId, Wallet, WalletKey,
+    Movement, MovementReceipt, NewPayment, Payment, PaymentChange, PaymentEvent, PaymentId,
+    PaymentStatus, Refund, RefundId, Timestamp, UserId, Wallet, WalletKey,
 };
 use crate::error::{Entity, RepoError, StoreError, WalletError};
 use crate::ports::{
@@ -141,6 +141,22 @@ impl PaymentRepo for InMemoryStore {
             .insert((next.payment_id, event.sort_key()), event);
         tables.payments.insert(next.payment_id, next.clone());
         Ok(next)
+    }
+
+    async fn keep_wait_token(
+        &self,
+        payment_id: &PaymentId,
+        token: &str,
+    ) -> Result<Payment, StoreError> {
+        let mut tables = self.lock();
+        let payment = tables
+            .payments
+            .get_mut(payment_id)
+            .ok_or_else(|| StoreError::payment_not_found(payment_id))?;
+        if payment.status == PaymentStatus::Processing {
+            payment.wait_token = Some(token.to_owned());
+        }
+        Ok(payment.clone())
     }
 
     async fn list_by_user(

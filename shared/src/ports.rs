@@ -10,7 +10,7 @@ use crate::domain::{
     RefundId, Timestamp, UserId, Wallet, WalletKey,
 };
 use crate::error::{GatewayError, StoreError, WalletError};
-use crate::events::ChargeStatus;
+use crate::events::{ChargeStatus, GatewayReply};
 
 /// Largest page any list operation returns.
 pub const PAGE_LIMIT_MAX: u32 = 100;
@@ -66,6 +66,17 @@ pub trait PaymentRepo: Send + Sync {
         payment_id: &PaymentId,
         change: &PaymentChange,
         at: Timestamp,
+    ) -> Result<Payment, StoreError>;
+
+    /// Keeps `token` as the payment's `wait_token` while it is PROCESSING
+    /// (its saga waits for the gateway's word), without a status change, an
+    /// event or a new version; the last token kept wins. Answers the payment
+    /// as stored now: one no longer PROCESSING comes back unchanged (its saga
+    /// has moved on, nothing will wait on the token).
+    async fn keep_wait_token(
+        &self,
+        payment_id: &PaymentId,
+        token: &str,
     ) -> Result<Payment, StoreError>;
 
     /// A user's payments, newest first. `limit` is capped at [`PAGE_LIMIT_MAX`].
@@ -294,6 +305,31 @@ pub trait PaymentGateway: Send + Sync {
         payment_id: &PaymentId,
         amount: &crate::domain::Money,
     ) -> Result<GatewayRefund, GatewayError>;
+}
+
+/// How a task token's wait took a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Callback {
+    /// The waiting task took it.
+    Delivered,
+    /// Nothing waits on the token any more (its wait ended: answered, timed
+    /// out, the execution stopped): Step Functions answers TaskTimedOut,
+    /// TaskDoesNotExist or InvalidToken. Harmless: the saga went on without
+    /// it.
+    NotWaiting,
+}
+
+/// Step Functions' side of a saga waiting on a task token (the payment
+/// saga's `AwaitGatewayWebhook`): SendTaskSuccess and SendTaskHeartbeat.
+#[async_trait]
+pub trait SagaCallbacks: Send + Sync {
+    /// Ends the wait with the gateway's final answer as the task's result.
+    /// `Err`: no answer from Step Functions (the wait goes on, and falls back
+    /// to the saga's status check).
+    async fn answer(&self, token: &str, answer: &GatewayReply) -> Result<Callback, String>;
+
+    /// Keeps the wait going (the gateway still has the charge pending).
+    async fn heartbeat(&self, token: &str) -> Result<Callback, String>;
 }
 
 /// Clamps a caller's page size to `1..=PAGE_LIMIT_MAX`.

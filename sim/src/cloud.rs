@@ -11,7 +11,7 @@ use std::time::Duration;
 use api_handler::{RefundInvokeError, RefundInvoker, SagaStartError, SagaStarter};
 use asl::{
     CancellationSignal, EventKind, ExecutionContext, HistoryEvent, HistorySink, Outcome,
-    StateMachine, TaskFailure, TaskRunner,
+    StateMachine, TaskFailure, TaskRunner, TaskTokens,
 };
 use async_trait::async_trait;
 use lambda_runtime::{Context, LambdaEvent};
@@ -20,7 +20,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use shared::TaskError;
 use shared::domain::Refund;
-use shared::events::{RefundCommand, RefundSagaInput, RefundTask, SagaInput};
+use shared::events::{GatewayReply, RefundCommand, RefundSagaInput, RefundTask, SagaInput};
+use shared::ports::{Callback, SagaCallbacks};
 
 use crate::env::{Env, SimClock};
 use crate::faults::Fault;
@@ -43,6 +44,8 @@ pub struct Functions {
     /// Several warm instances, each with its own breaker cache.
     pub adapters: Arc<Vec<payments_adapter::Deps>>,
     pub refund: Arc<refund_service::Deps>,
+    /// The task tokens of `.waitForTaskToken` tasks, shared by both sagas.
+    pub tokens: Arc<TaskTokens>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -173,6 +176,10 @@ fn describe(result: &Result<Value, TaskFailure>) -> String {
 
 #[async_trait]
 impl TaskRunner for Functions {
+    fn task_tokens(&self) -> Option<&TaskTokens> {
+        Some(&self.tokens)
+    }
+
     async fn run(
         &self,
         resource: &str,
@@ -506,5 +513,51 @@ impl RefundInvoker for SimRefunder {
         };
         let payload = payload.map_err(|err| RefundInvokeError::Unknown(err.to_string()))?;
         api_handler::aws::read_reply(function_error, &payload)
+    }
+}
+
+/// Step Functions' SendTaskSuccess / SendTaskHeartbeat, as the reconciler
+/// reaches them: a little latency, and sometimes the answer is lost after
+/// it was applied (the reconciler then takes the saga for not woken).
+pub struct SimCallbacks {
+    pub env: Env,
+    pub tokens: Arc<TaskTokens>,
+}
+
+impl SimCallbacks {
+    async fn send(
+        &self,
+        token: &str,
+        label: &str,
+        sent: impl FnOnce(&TaskTokens) -> Result<(), asl::CallbackError>,
+    ) -> Result<Callback, String> {
+        self.env.latency(WARM_MS).await;
+        let callback = match sent(&self.tokens) {
+            Ok(()) => Callback::Delivered,
+            Err(_) => Callback::NotWaiting,
+        };
+        self.env.trace(token, format!("{label} → {callback:?}"));
+        if self.env.roll(Fault::ReplyLost) {
+            self.env.trace(token, format!("{label}: reply lost"));
+            return Err("simulated: no answer from Step Functions".to_owned());
+        }
+        Ok(callback)
+    }
+}
+
+#[async_trait]
+impl SagaCallbacks for SimCallbacks {
+    async fn answer(&self, token: &str, answer: &GatewayReply) -> Result<Callback, String> {
+        let output = serde_json::to_value(answer).map_err(|err| err.to_string())?;
+        let label = format!("SendTaskSuccess {}", answer.status.as_str());
+        self.send(token, &label, |tokens| tokens.send_success(token, output))
+            .await
+    }
+
+    async fn heartbeat(&self, token: &str) -> Result<Callback, String> {
+        self.send(token, "SendTaskHeartbeat", |tokens| {
+            tokens.send_heartbeat(token)
+        })
+        .await
     }
 }

@@ -143,6 +143,7 @@ async fn run_world(seed: u64, faults: &FaultSet) -> Result<SeedReport, String> {
         gateway: Arc::new(gateway.clone()),
     });
     let functions = functions(&env, &store, &gateway, &settings, &refund_deps);
+    let tokens = functions.tokens.clone();
     let substitutions = BTreeMap::from([
         (
             "InvoiceProcessorFunctionArn".to_owned(),
@@ -170,10 +171,16 @@ async fn run_world(seed: u64, faults: &FaultSet) -> Result<SeedReport, String> {
         functions,
     ));
     let reconciler = Arc::new(reconciler::Deps {
-        payments: store.clone(),
-        refunds: store.clone(),
-        wallets: store.clone(),
-        gateway: Arc::new(gateway.clone()),
+        ports: refund_service::Deps {
+            payments: store.clone(),
+            refunds: store.clone(),
+            wallets: store.clone(),
+            gateway: Arc::new(gateway.clone()),
+        },
+        sagas: Arc::new(cloud::SimCallbacks {
+            env: env.clone(),
+            tokens,
+        }),
     });
     let refunder = SimRefunder {
         env: env.clone(),
@@ -286,6 +293,7 @@ fn functions(
         }),
         adapters: Arc::new(adapters),
         refund: refund.clone(),
+        tokens: Arc::new(asl::TaskTokens::new()),
     }
 }
 

@@ -103,6 +103,17 @@ impl PaymentRepo for FaultyStore {
             .await
     }
 
+    async fn keep_wait_token(
+        &self,
+        payment_id: &PaymentId,
+        token: &str,
+    ) -> Result<Payment, StoreError> {
+        let work = self.inner.keep_wait_token(payment_id, token);
+        let subject = payment_id.to_string();
+        self.call("payment wait token", &subject, Access::Write, work)
+            .await
+    }
+
     async fn list_by_user(
         &self,
         user_id: &UserId,

@@ -68,9 +68,27 @@ const BUSINESS: [ErrorType; 14] = [
     ErrorType::InternalError,
 ];
 
+/// The callback pattern: STANDARD only.
+const CALLBACK_RESOURCE: &str = "arn:aws:states:::lambda:invoke.waitForTaskToken";
+/// The EXPRESS definition (what `template.yml` deploys for `WorkflowType=EXPRESS`).
+const EXPRESS_ASL: &str = "state-machine/payment-saga.express.asl.json";
+/// The wait for the gateway's webhook, and what stands in for it in EXPRESS.
+const CALLBACK_STATE: &str = "AwaitGatewayWebhook";
+const POLL_STATE: &str = "WaitForPaymentConfirmation";
+/// The EXPRESS definition's pause between two status checks.
+const POLL_INTERVAL_SECONDS: u64 = 3;
+
 fn asl() -> Value {
-    let path = repo_root().join("state-machine/payment-saga.asl.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    read_asl("state-machine/payment-saga.asl.json")
+}
+
+fn read_asl(path: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(repo_root().join(path)).unwrap()).unwrap()
+}
+
+/// Both definitions the template can deploy.
+fn both_asl() -> [(&'static str, Value); 2] {
+    [("STANDARD", asl()), ("EXPRESS", read_asl(EXPRESS_ASL))]
 }
 
 fn states(asl: &Value) -> &serde_json::Map<String, Value> {
@@ -152,8 +170,11 @@ fn edges_into(asl: &Value, target: &str) -> Vec<(String, Via)> {
 /// A `Choice` rule taken when the gateway answered DECLINED.
 fn is_declined_answer(via: &Via) -> bool {
     match via {
+        // The gateway's answer: to a status check or a close (`$.charge`), or
+        // sent to the waiting saga, asked again by the reconciler (`$.webhook`).
         Via::Choice(rule) => {
-            rule["Variable"] == "$.charge.status" && rule["StringEquals"] == "DECLINED"
+            (rule["Variable"] == "$.charge.status" || rule["Variable"] == "$.webhook.status")
+                && rule["StringEquals"] == "DECLINED"
         }
         Via::Next | Via::Default | Via::Catch(_) => false,
     }
@@ -312,7 +333,10 @@ fn a_crash_is_handled_like_a_timeout() {
                 }
             }
         }
-        if state["Type"] == "Task" && name != "ProcessPayment" {
+        // A callback task is not retried: any failure of its wait (a crash of
+        // the Lambda keeping the token included) falls back to the status check.
+        let callback = state["Resource"] == CALLBACK_RESOURCE;
+        if state["Type"] == "Task" && name != "ProcessPayment" && !callback {
             for crash_name in crash_names {
                 let retried = rules(state, "Retry")
                     .into_iter()
@@ -465,7 +489,7 @@ fn a_failed_charge_is_closed_at_the_gateway_unless_it_was_declined() {
     for (answer, next) in [
         ("DECLINED", "RefundWallet"),
         ("APPROVED", "UpdatePaymentSuccess"),
-        ("PENDING", "WaitForPaymentConfirmation"),
+        ("PENDING", "AwaitGatewayWebhook"),
     ] {
         assert_eq!(
             choice_target(closed, "$.charge.status", answer).as_deref(),
@@ -524,10 +548,14 @@ fn money_is_given_back_only_after_the_gateway_declined() {
         }
     }
     // GatewayDeclined is only ever entered on a DECLINED status answer.
-    let into_declined = edges_into(&asl, "GatewayDeclined");
-    assert_eq!(into_declined.len(), 1, "{into_declined:?}");
-    assert_eq!(into_declined[0].0, "EvaluatePaymentStatus");
-    assert!(is_declined_answer(&into_declined[0].1));
+    let mut into_declined = edges_into(&asl, "GatewayDeclined");
+    into_declined.sort_by(|a, b| a.0.cmp(&b.0));
+    let from: Vec<&str> = into_declined
+        .iter()
+        .map(|(from, _)| from.as_str())
+        .collect();
+    assert_eq!(from, ["EvaluatePaymentStatus", "IsGatewayAnswerFinal"]);
+    assert!(into_declined.iter().all(|(_, via)| is_declined_answer(via)));
     assert_eq!(s["GatewayDeclined"]["Type"], "Pass");
     // So with every DECLINED transition taken away, nothing reaches the
     // compensation: not from the start, and not once the gateway is being
@@ -587,8 +615,21 @@ fn a_duplicate_execution_of_an_ended_payment_touches_nothing() {
 
 #[test]
 fn every_state_is_reachable_and_every_target_exists() {
-    let asl = asl();
-    let s = states(&asl);
+    for (workflow, asl) in both_asl() {
+        assert_eq!(
+            reachable_states(&asl),
+            all_states(&asl),
+            "{workflow}: unreachable states"
+        );
+    }
+}
+
+fn all_states(asl: &Value) -> BTreeSet<String> {
+    states(asl).keys().cloned().collect()
+}
+
+fn reachable_states(asl: &Value) -> BTreeSet<String> {
+    let s = states(asl);
     let mut seen = BTreeSet::new();
     let mut stack = vec![asl["StartAt"].as_str().unwrap().to_owned()];
     while let Some(name) = stack.pop() {
@@ -600,8 +641,118 @@ fn every_state_is_reachable_and_every_target_exists() {
             .unwrap_or_else(|| panic!("missing state {name}"));
         stack.extend(successors(state));
     }
-    let all: BTreeSet<String> = s.keys().cloned().collect();
-    assert_eq!(seen, all, "unreachable states");
+    seen
+}
+
+/// EXPRESS workflows cannot wait for a task token, so their definition is
+/// this one with the wait for the gateway's webhook replaced by a Wait of
+/// POLL_INTERVAL_SECONDS before the status check (the state the callback
+/// falls back to), and the states only the callback led to removed. Run
+/// with `UPDATE_EXPRESS_ASL=1` (`make asl-express`) to write it again after
+/// changing the STANDARD definition.
+fn express_variant(standard: &Value) -> Value {
+    let mut express = standard.clone();
+    let s = express["States"].as_object_mut().unwrap();
+    let callback = s.remove(CALLBACK_STATE).unwrap();
+    let fallback = catch_target(&callback, "States.Timeout").unwrap();
+    s.insert(
+        POLL_STATE.to_owned(),
+        json!({
+            "Type": "Wait",
+            "Comment": "The gateway said PENDING: wait a little, then ask it again \
+                        (EXPRESS cannot wait for the gateway's webhook).",
+            "Seconds": POLL_INTERVAL_SECONDS,
+            "Next": fallback,
+        }),
+    );
+    rename_targets(&mut express["States"], CALLBACK_STATE, POLL_STATE);
+    let keep = reachable_states(&express);
+    let s = express["States"].as_object_mut().unwrap();
+    s.retain(|name, _| keep.contains(name));
+    let comment = standard["Comment"].as_str().unwrap();
+    express["Comment"] = json!(format!(
+        "{comment} EXPRESS variant, derived from payment-saga.asl.json by \
+         tests/tests/asl_consistency.rs (make asl-express): do not edit."
+    ));
+    express
+}
+
+fn rename_targets(value: &mut Value, from: &str, to: &str) {
+    match value {
+        Value::Object(map) => {
+            for (key, field) in map.iter_mut() {
+                if (key == "Next" || key == "Default") && field == from {
+                    *field = json!(to);
+                } else {
+                    rename_targets(field, from, to);
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| rename_targets(item, from, to)),
+        _ => {}
+    }
+}
+
+/// The wait for the gateway's webhook only shortens the status checks: any
+/// end of it but the gateway's final answer leads back to them, and it
+/// gives up on a silent gateway sooner than it waits in all.
+#[test]
+fn the_wait_for_the_webhook_falls_back_to_the_status_check() {
+    let asl = asl();
+    let s = states(&asl);
+    let callbacks: Vec<&String> = s
+        .iter()
+        .filter(|(_, state)| state["Resource"] == CALLBACK_RESOURCE)
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(callbacks, [CALLBACK_STATE]);
+    let wait = &s[CALLBACK_STATE];
+    assert_eq!(
+        catch_target(wait, "States.HeartbeatTimeout").as_deref(),
+        Some("CheckPaymentStatus")
+    );
+    assert_eq!(
+        catch_target(wait, "Lambda.Unknown").as_deref(),
+        Some("CheckPaymentStatus")
+    );
+    assert!(rules(wait, "Retry").is_empty());
+    let (heartbeat, timeout) = (
+        wait["HeartbeatSeconds"].as_u64(),
+        wait["TimeoutSeconds"].as_u64(),
+    );
+    assert!(heartbeat.unwrap() < timeout.unwrap());
+    assert_eq!(
+        wait["Parameters"]["Payload"]["taskToken.$"],
+        "$$.Task.Token"
+    );
+    // The answer keeps the count of checks, and a non-final one counts one.
+    let answer = &s[wait["Next"].as_str().unwrap()];
+    assert_eq!(answer["Default"], "CountUnansweredCheck");
+    let adopted = &s["AdoptGatewayApproval"];
+    assert_eq!(adopted["Parameters"]["checks.$"], "$.charge.checks");
+    assert_eq!(adopted["Next"], "UpdatePaymentSuccess");
+}
+
+#[test]
+fn the_express_definition_is_the_standard_one_polling() {
+    let derived = express_variant(&asl());
+    if std::env::var_os("UPDATE_EXPRESS_ASL").is_some() {
+        let text = serde_json::to_string_pretty(&derived).unwrap() + "\n";
+        std::fs::write(repo_root().join(EXPRESS_ASL), text).unwrap();
+    }
+    let express = read_asl(EXPRESS_ASL);
+    assert!(
+        express == derived,
+        "{EXPRESS_ASL} is not derived from payment-saga.asl.json: run `make asl-express`"
+    );
+    let text = serde_json::to_string(&express).unwrap();
+    assert!(
+        !text.contains(".waitForTaskToken"),
+        "EXPRESS cannot wait for a task token"
+    );
+    assert!(!text.contains("$$.Task.Token"));
 }
 
 #[test]
@@ -764,8 +915,19 @@ fn every_task_builds_a_command_its_lambda_accepts() {
         } else {
             &state
         };
-        let command = fill(&task["Parameters"], scope);
-        let resource = task["Resource"].as_str().unwrap();
+        let (command, resource) = if task["Resource"] == CALLBACK_RESOURCE {
+            // `$$.Task.Token` resolves against a sample context.
+            let mut scope = scope.clone();
+            scope["Task"] = json!({"Token": "token-1"});
+            let parameters = &task["Parameters"];
+            let function = parameters["FunctionName"].as_str().unwrap();
+            (fill(&parameters["Payload"], &scope), function)
+        } else {
+            (
+                fill(&task["Parameters"], scope),
+                task["Resource"].as_str().unwrap(),
+            )
+        };
         let parsed = match resource {
             "${InvoiceProcessorFunctionArn}" => {
                 serde_json::from_value::<InvoiceCommand>(command).err()

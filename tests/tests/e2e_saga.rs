@@ -807,7 +807,7 @@ fn the_reconciler_completes_a_payment_the_gateway_captured_after_the_saga_gave_u
             .gateway(
                 reqwest::Method::POST,
                 "/control/mode",
-                Some(json!({"mode": "pending_then_approve", "pendingDelayMs": 4_000})),
+                Some(json!({"mode": "pending_then_approve", "pendingDelayMs": 15_000})),
             )
             .await;
         let payment_id = client.pay(&rosa, "40").await;

@@ -2,7 +2,9 @@
 //! changes. Every change and its PaymentEvents entry are written in one
 //! transaction (`PaymentRepo::create` / `transition`), every step is
 //! idempotent by `paymentId`, and the allowed transitions are those of
-//! `PaymentStatus::can_transition_to` — nothing here re-decides them.
+//! `PaymentStatus::can_transition_to` — nothing here re-decides them. It
+//! also keeps the task token of the saga's wait for the gateway
+//! (`AWAIT_GATEWAY`) with the payment.
 
 use std::sync::Arc;
 
@@ -43,6 +45,15 @@ pub async fn execute(
             let payment = created.into_inner();
             info!(status = %payment.status, amount = %payment.amount, userId = %payment.user_id,
                 created = is_new, "payment created");
+            return Ok(InvoiceReply::from(&payment));
+        }
+        InvoiceCommand::AwaitGateway {
+            payment_id,
+            task_token,
+        } => {
+            let payment = payments.keep_wait_token(&payment_id, &task_token).await?;
+            let kept = payment.wait_token.as_deref() == Some(task_token.as_str());
+            info!(status = %payment.status, kept, "saga waits for the gateway's word");
             return Ok(InvoiceReply::from(&payment));
         }
         InvoiceCommand::MarkProcessing { payment_id } => {

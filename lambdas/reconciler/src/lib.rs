@@ -16,6 +16,12 @@
 //!   `refund_service::settle`: refunded at the gateway (idempotent per
 //!   refundId) and credited (`ref_Y#REFUND`, once); a definite refusal
 //!   fails it and gives its reservation back.
+//! - a young PROCESSING payment whose saga waits for the gateway's word
+//!   (`AwaitGatewayWebhook`, its task token kept with the payment) is left
+//!   to its saga, but the saga is woken: the gateway is asked again and a
+//!   final answer (APPROVED, DECLINED) is sent to it (`SagaCallbacks`), a
+//!   pending one keeps it waiting. A webhook's targeted run is what makes
+//!   this prompt; the saga moves the money with its own steps.
 //!
 //! Why it is safe beside live sagas and beside another copy of itself: each
 //! step is idempotent by its id and every status change is conditioned on
@@ -31,15 +37,21 @@
 //! `ReconciliationLeft` metric (alarmed) and listed for a person.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 use shared::domain::{Money, Movement, Payment, PaymentStatus, Refund, RefundStatus, Timestamp};
 pub use shared::events::ReconcileRequest;
-use shared::events::{ChargeStatus, InvoiceCommand, WalletCommand};
-use shared::ports::{DECLINE_CODE_CANCELED, OPEN_SHARD_COUNT, PAGE_LIMIT_MAX};
+use shared::events::{ChargeStatus, GatewayReply, InvoiceCommand, WalletCommand};
+use shared::ports::{
+    Callback, DECLINE_CODE_CANCELED, OPEN_SHARD_COUNT, PAGE_LIMIT_MAX, SagaCallbacks,
+};
 use shared::{ErrorType, StoreError, TaskError, observability};
 use tracing::{Instrument, error, info, warn};
+
+mod aws;
+pub use aws::StepFunctionsCallbacks;
 
 pub const FUNCTION_NAME: &str = "reconciler";
 /// Metric (namespace `PaymentSaga`, dimension `Service`) of each item a run
@@ -69,10 +81,15 @@ pub const LIST_ATTEMPT_COUNT_MAX: u32 = 3;
 /// Failure reason of a payment the reconciler found never charged.
 pub const REASON_NOT_CHARGED: &str = "ReconciledNotCharged";
 
-/// Exactly refund-service's ports: the payments, refunds and wallets, and
-/// the gateway. One value serves both this function and the refund steps it
-/// runs through `refund_service::settle`.
-pub type Deps = refund_service::Deps;
+/// The reconciler's ports.
+pub struct Deps {
+    /// The payments, refunds and wallets, and the gateway: refund-service's
+    /// ports, so the refund steps run through `refund_service::settle` on
+    /// this one value.
+    pub ports: refund_service::Deps,
+    /// Wakes a payment saga waiting for the gateway's word.
+    pub sagas: Arc<dyn SagaCallbacks>,
+}
 
 /// Items a targeted request may name, at most.
 pub const TARGET_COUNT_MAX: usize = 20;
@@ -337,7 +354,7 @@ async fn targets(
         ..Settings::from_request(request)
     };
     for payment_id in request.payment_ids.iter().take(TARGET_COUNT_MAX) {
-        match deps.payments.get(payment_id).await {
+        match deps.ports.payments.get(payment_id).await {
             Ok(Some(payment)) if payment.is_open() => {
                 report.push(payment_finding(deps, &settings, payment, now).await);
             }
@@ -349,7 +366,7 @@ async fn targets(
         }
     }
     for refund_id in request.refund_ids.iter().take(TARGET_COUNT_MAX) {
-        match deps.refunds.get(refund_id).await {
+        match deps.ports.refunds.get(refund_id).await {
             Ok(Some(refund)) if refund.is_open() => {
                 report.push(refund_finding(deps, &settings, refund, now).await);
             }
@@ -379,6 +396,7 @@ async fn list(
     Ok(match kind {
         Kind::Payment => {
             let page = deps
+                .ports
                 .payments
                 .open_payments(shard, since, limit, cursor)
                 .await?;
@@ -389,6 +407,7 @@ async fn list(
         }
         Kind::Refund => {
             let page = deps
+                .ports
                 .refunds
                 .open_refunds(shard, since, limit, cursor)
                 .await?;
@@ -433,7 +452,7 @@ async fn payment_finding(
         detail,
     };
     // The index lags and others write: decide on what is stored now.
-    let payment = match deps.payments.get(&listed.payment_id).await {
+    let payment = match deps.ports.payments.get(&listed.payment_id).await {
         Ok(Some(payment)) => payment,
         Ok(None) => {
             let detail = "listed but not found".to_owned();
@@ -446,6 +465,16 @@ async fn payment_finding(
         return finding(listed.status, Outcome::Settled, detail);
     }
     let age = age_seconds(payment.created_at, now);
+    let waiting = payment
+        .wait_token
+        .as_deref()
+        .filter(|_| payment.status == PaymentStatus::Processing && !settings.dry_run);
+    if let Some(token) = waiting {
+        match wake(deps, &payment, token).await {
+            Ok(detail) => return finding(payment.status, Outcome::InFlight, detail),
+            Err(detail) => info!(paymentId = %payment.payment_id, detail, "no saga woken"),
+        }
+    }
     if payment.status != PaymentStatus::ReconciliationRequired
         && age < settings.payment_age_min_seconds
     {
@@ -460,6 +489,7 @@ async fn payment_finding(
     let mut found = finding(payment.status, outcome, detail);
     if outcome == Outcome::Resolved {
         found.now = deps
+            .ports
             .payments
             .get(&payment.payment_id)
             .await
@@ -477,10 +507,49 @@ async fn payment_finding(
     found
 }
 
+/// A saga waiting for the gateway's word (`AwaitGatewayWebhook`) gets the
+/// gateway's final answer, asked again here: a webhook only says when to
+/// ask. Still pending: a heartbeat keeps the saga waiting. It moves no money
+/// and no status itself; the woken saga does, with its own steps. `Err`: no
+/// saga took it (none waits any more, or no answer), so the payment is
+/// treated like any other.
+async fn wake(deps: &Deps, payment: &Payment, token: &str) -> Result<String, String> {
+    let charge = match deps.ports.gateway.status(&payment.payment_id).await {
+        Ok(Some(charge)) => charge,
+        Ok(None) => return Err("the gateway has no charge for it yet".to_owned()),
+        Err(err) => return Err(format!("gateway: {err}")),
+    };
+    let sent = match charge.status {
+        ChargeStatus::Approved | ChargeStatus::Declined => {
+            let answer = GatewayReply {
+                status: charge.status,
+                gateway_reference: Some(charge.reference),
+                decline_code: charge.decline_code,
+                checks: 0,
+            };
+            deps.sagas.answer(token, &answer).await
+        }
+        ChargeStatus::Pending | ChargeStatus::NotFound => deps.sagas.heartbeat(token).await,
+    };
+    let status = charge.status.as_str();
+    match sent {
+        Ok(Callback::Delivered) if charge.status == ChargeStatus::Pending => {
+            Ok("the gateway still has it pending: its saga waits on".to_owned())
+        }
+        Ok(Callback::Delivered) => Ok(format!("its saga woken: the gateway answers {status}")),
+        Ok(Callback::NotWaiting) => Err(format!(
+            "the gateway answers {status}; its saga no longer waits"
+        )),
+        Err(err) => Err(format!(
+            "the gateway answers {status}; its saga not reached: {err}"
+        )),
+    }
+}
+
 /// A dry run asks the gateway's status (which changes nothing) instead of
 /// closing the payment there.
 async fn predict_payment(deps: &Deps, payment: &Payment) -> (Outcome, String) {
-    match deps.gateway.status(&payment.payment_id).await {
+    match deps.ports.gateway.status(&payment.payment_id).await {
         Ok(Some(charge)) if charge.status == ChargeStatus::Approved => (
             Outcome::WouldResolve,
             format!(
@@ -504,7 +573,7 @@ async fn predict_payment(deps: &Deps, payment: &Payment) -> (Outcome, String) {
 /// Closes the payment at the gateway and settles it by the gateway's final
 /// word.
 async fn resolve_payment(deps: &Deps, payment: &Payment) -> (Outcome, String) {
-    let charge = match deps.gateway.cancel(&payment.payment_id).await {
+    let charge = match deps.ports.gateway.cancel(&payment.payment_id).await {
         Ok(charge) => charge,
         Err(err) => return (Outcome::Unknown, format!("gateway: {err}")),
     };
@@ -544,8 +613,9 @@ async fn complete(
     let (user, id, amount) = (payment.user_id.clone(), payment.payment_id, payment.amount);
     let debit = Movement::debit(user.clone(), id, amount);
     let key = debit.wallet_key();
-    let debited = deps.wallets.entry(&key, &debit.tx_id()).await?;
+    let debited = deps.ports.wallets.entry(&key, &debit.tx_id()).await?;
     let given_back = deps
+        .ports
         .wallets
         .entry(&key, &Movement::compensation(user, id, amount).tx_id())
         .await?;
@@ -562,7 +632,7 @@ async fn complete(
             format!("the gateway captured it ({reference}) but the wallet {what}"),
         ));
     }
-    let payments = deps.payments.as_ref();
+    let payments = deps.ports.payments.as_ref();
     if payment.status == PaymentStatus::Pending {
         invoice_processor::execute(payments, InvoiceCommand::MarkProcessing { payment_id: id })
             .await?;
@@ -590,7 +660,7 @@ async fn fail(
         user_id: payment.user_id.clone(),
         amount: payment.amount,
     };
-    let reply = wallet_service::execute(deps.wallets.as_ref(), compensate).await?;
+    let reply = wallet_service::execute(deps.ports.wallets.as_ref(), compensate).await?;
     let reason = match decline_code {
         Some(_) => ErrorType::PaymentDeclined.as_str(),
         None => REASON_NOT_CHARGED,
@@ -600,7 +670,7 @@ async fn fail(
         reason: reason.to_owned(),
         cause: Some("reconciled against the gateway".to_owned()),
     };
-    invoice_processor::execute(deps.payments.as_ref(), command).await?;
+    invoice_processor::execute(deps.ports.payments.as_ref(), command).await?;
     let given_back = if reply.moved {
         format!("gave back {}", payment.amount)
     } else {
@@ -635,7 +705,7 @@ async fn refund_finding(
         outcome,
         detail,
     };
-    let refund = match deps.refunds.get(&listed.refund_id).await {
+    let refund = match deps.ports.refunds.get(&listed.refund_id).await {
         Ok(Some(refund)) => refund,
         Ok(None) => {
             let detail = "listed but not found".to_owned();
@@ -678,7 +748,7 @@ async fn refund_finding(
 }
 
 async fn resolve_refund(deps: &Deps, refund: &Refund) -> (Outcome, String, Option<RefundStatus>) {
-    match refund_service::settle(deps, refund.clone()).await {
+    match refund_service::settle(&deps.ports, refund.clone()).await {
         Ok(done) => match done.status {
             RefundStatus::Completed => (
                 Outcome::Resolved,
@@ -708,12 +778,12 @@ async fn resolve_refund(deps: &Deps, refund: &Refund) -> (Outcome, String, Optio
             // The gateway paid out but the wallet refuses the credit: flag it
             // like the saga would (metric and alarm) and leave it to a person.
             let reason = err.error_type.as_str();
-            let stored = match deps.refunds.get(&refund.refund_id).await {
+            let stored = match deps.ports.refunds.get(&refund.refund_id).await {
                 Ok(Some(stored)) => stored,
                 _ => refund.clone(),
             };
             let marked = refund_service::mark_reconciliation_required(
-                deps,
+                &deps.ports,
                 stored,
                 reason,
                 Some(&err.message),

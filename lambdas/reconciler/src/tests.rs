@@ -30,7 +30,34 @@ const PAYMENT_AMOUNT: &str = "40";
 struct World {
     store: Arc<InMemoryStore>,
     gateway: Arc<ScriptedGateway>,
+    sagas: Arc<RecordingCallbacks>,
     deps: Deps,
+}
+
+/// What the reconciler sent to waiting sagas, in order; every token waits.
+#[derive(Debug, Default)]
+struct RecordingCallbacks {
+    sent: std::sync::Mutex<Vec<(String, Option<GatewayReply>)>>,
+}
+
+impl RecordingCallbacks {
+    fn sent(&self) -> Vec<(String, Option<GatewayReply>)> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl SagaCallbacks for RecordingCallbacks {
+    async fn answer(&self, token: &str, answer: &GatewayReply) -> Result<Callback, String> {
+        let sent = (token.to_owned(), Some(answer.clone()));
+        self.sent.lock().unwrap().push(sent);
+        Ok(Callback::Delivered)
+    }
+
+    async fn heartbeat(&self, token: &str) -> Result<Callback, String> {
+        self.sent.lock().unwrap().push((token.to_owned(), None));
+        Ok(Callback::Delivered)
+    }
 }
 
 impl World {
@@ -38,11 +65,15 @@ impl World {
     async fn new() -> Self {
         let store = Arc::new(InMemoryStore::new());
         let gateway = Arc::new(ScriptedGateway::new());
+        let sagas = Arc::new(RecordingCallbacks::default());
         let deps = Deps {
-            payments: store.clone(),
-            refunds: store.clone(),
-            wallets: store.clone(),
-            gateway: gateway.clone(),
+            ports: refund_service::Deps {
+                payments: store.clone(),
+                refunds: store.clone(),
+                wallets: store.clone(),
+                gateway: gateway.clone(),
+            },
+            sagas: sagas.clone(),
         };
         store
             .open(&user(), usd_currency(), created_at())
@@ -53,6 +84,7 @@ impl World {
         Self {
             store,
             gateway,
+            sagas,
             deps,
         }
     }
@@ -253,6 +285,85 @@ async fn young_pending_payment_is_left_to_its_saga_without_asking_the_gateway() 
     assert_eq!(report.left_count(), 0);
     assert_eq!(world.gateway.call_count(), 0);
     assert_eq!(world.stored(&payment.payment_id).await, payment);
+}
+
+/// A young PROCESSING payment whose saga waits for the gateway's word.
+async fn waiting_payment(world: &World) -> Payment {
+    let payment = world.payment(true, &[processing()]).await;
+    world
+        .store
+        .keep_wait_token(&payment.payment_id, "token-1")
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_waiting_saga_is_woken_with_the_gateways_final_answer_asked_again() {
+    // GIVEN a young PROCESSING payment whose saga waits on token-1
+    let world = World::new().await;
+    let payment = waiting_payment(&world).await;
+    assert_eq!(payment.wait_token.as_deref(), Some("token-1"));
+    // AND a gateway that now answers the capture
+    world.gateway.push_status(Ok(Some(approved("gw_late"))));
+    // WHEN a webhook's targeted run looks at it
+    let request = ReconcileRequest::targeted(vec![payment.payment_id], Vec::new());
+    let report = world
+        .reconcile(&request, created_at().plus_seconds(5))
+        .await;
+    // THEN the saga gets the gateway's answer (asked again, not the webhook's)
+    let answer = GatewayReply {
+        status: ChargeStatus::Approved,
+        gateway_reference: Some("gw_late".to_owned()),
+        decline_code: None,
+        checks: 0,
+    };
+    assert_eq!(
+        world.sagas.sent(),
+        vec![("token-1".to_owned(), Some(answer))]
+    );
+    assert_eq!(world.gateway.status_count(), 1);
+    // AND the reconciler itself moved nothing: the woken saga completes it
+    assert_eq!(report.findings[0].outcome, Outcome::InFlight);
+    assert!(
+        report.findings[0].detail.contains("its saga woken"),
+        "{report:?}"
+    );
+    assert_eq!(world.stored(&payment.payment_id).await, payment);
+    assert_eq!(world.gateway.cancel_count(), 0);
+}
+
+#[tokio::test]
+async fn a_waiting_saga_gets_a_heartbeat_while_the_gateway_has_it_pending() {
+    // GIVEN a waiting saga and a gateway that still has the charge pending
+    let world = World::new().await;
+    let payment = waiting_payment(&world).await;
+    world.gateway.push_status(Ok(Some(pending("gw_1"))));
+    // WHEN the reconciler runs
+    let report = world
+        .reconcile(&ReconcileRequest::default(), created_at().plus_seconds(5))
+        .await;
+    // THEN the saga's wait is kept alive, and nothing else changes
+    assert_eq!(world.sagas.sent(), vec![("token-1".to_owned(), None)]);
+    assert_eq!(report.findings[0].outcome, Outcome::InFlight);
+    assert_eq!(world.stored(&payment.payment_id).await, payment);
+}
+
+#[tokio::test]
+async fn a_dry_run_wakes_no_saga() {
+    // GIVEN a waiting saga
+    let world = World::new().await;
+    waiting_payment(&world).await;
+    // WHEN a dry run looks at it
+    let request = ReconcileRequest {
+        dry_run: true,
+        ..ReconcileRequest::default()
+    };
+    world
+        .reconcile(&request, created_at().plus_seconds(5))
+        .await;
+    // THEN nobody is asked or woken
+    assert_eq!(world.sagas.sent(), Vec::new());
+    assert_eq!(world.gateway.call_count(), 0);
 }
 
 #[tokio::test]

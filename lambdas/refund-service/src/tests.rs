@@ -225,6 +225,14 @@ impl PaymentRepo for RacingPayments {
         self.store.transition(id, change, at).await
     }
 
+    async fn keep_wait_token(
+        &self,
+        payment_id: &PaymentId,
+        token: &str,
+    ) -> Result<Payment, StoreError> {
+        PaymentRepo::keep_wait_token(&*self.store, payment_id, token).await
+    }
+
     async fn list_by_user(
         &self,
         user_id: &UserId,

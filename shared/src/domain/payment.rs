@@ -142,6 +142,12 @@ pub struct Payment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
     pub refunded_amount: Money,
+    /// The task token of the saga's wait for the gateway's word
+    /// (`AwaitGatewayWebhook`, STANDARD only): whoever hears the gateway's
+    /// final answer first (the reconciler, woken by a webhook) sends it to
+    /// the waiting saga with it. Not a status: stored beside the version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_token: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub version: u64,
@@ -172,6 +178,7 @@ impl Payment {
             gateway_reference: None,
             failure_reason: None,
             refunded_amount: Money::zero(currency),
+            wait_token: None,
             created_at: at,
             updated_at: at,
             version: 1,

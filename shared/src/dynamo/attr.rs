@@ -10,6 +10,7 @@ pub const ORDER_ID: &str = "orderId";
 pub const DESCRIPTION: &str = "description";
 pub const METADATA: &str = "metadata";
 pub const GATEWAY_REFERENCE: &str = "gatewayReference";
+pub const WAIT_TOKEN: &str = "waitToken";
 pub const FAILURE_REASON: &str = "failureReason";
 pub const REFUNDED_AMOUNT: &str = "refundedAmount";
 pub const CREATED_AT: &str = "createdAt";

@@ -23,6 +23,7 @@ pub fn payment_to_item(p: &Payment) -> Attributes {
         .opt_s(attr::GATEWAY_REFERENCE, p.gateway_reference.as_ref())
         .opt_s(attr::FAILURE_REASON, p.failure_reason.as_ref())
         .n(attr::REFUNDED_AMOUNT, p.refunded_amount.amount())
+        .opt_s(attr::WAIT_TOKEN, p.wait_token.as_ref())
         .s(attr::CREATED_AT, p.created_at)
         .s(attr::UPDATED_AT, p.updated_at)
         .n(attr::VERSION, p.version)
@@ -48,6 +49,7 @@ pub fn payment_from_item(item: &Attributes) -> Result<Payment, RepoError> {
         gateway_reference: r.opt_s(attr::GATEWAY_REFERENCE)?.map(str::to_owned),
         failure_reason: r.opt_s(attr::FAILURE_REASON)?.map(str::to_owned),
         refunded_amount: r.money(attr::REFUNDED_AMOUNT, currency)?,
+        wait_token: r.opt_s(attr::WAIT_TOKEN)?.map(str::to_owned),
         created_at: r.timestamp(attr::CREATED_AT)?,
         updated_at: r.timestamp(attr::UPDATED_AT)?,
         version: r.int(attr::VERSION)?,

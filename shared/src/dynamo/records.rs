@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
 
 use crate::domain::{
     BreakerRecord, ClaimOutcome, IdempotencyRecord, IdempotencyState, NewPayment, Payment,
-    PaymentChange, PaymentEvent, PaymentId, Refund, RefundId, Timestamp, UserId,
+    PaymentChange, PaymentEvent, PaymentId, PaymentStatus, Refund, RefundId, Timestamp, UserId,
 };
 use crate::error::{Entity, RepoError, StoreError};
 use crate::ports::{
@@ -264,6 +264,38 @@ impl PaymentRepo for DynamoStore {
             entity: Entity::Payment,
             id: payment_id.to_string(),
         })
+    }
+
+    async fn keep_wait_token(
+        &self,
+        payment_id: &PaymentId,
+        token: &str,
+    ) -> Result<Payment, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.payments)
+            .set_key(Some(key(&[(attr::PAYMENT_ID, s(payment_id))])))
+            .update_expression("SET #waitToken = :token")
+            .condition_expression("#status = :processing")
+            .set_expression_attribute_names(Some(names(&[attr::WAIT_TOKEN, attr::STATUS])))
+            .expression_attribute_values(":token", s(token))
+            .expression_attribute_values(":processing", s(PaymentStatus::Processing))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => match output.attributes() {
+                Some(item) => Ok(mapping::payment_from_item(item)?),
+                None => Err(RepoError::Unavailable("UpdateItem returned no item".into()).into()),
+            },
+            // Absent, or no longer PROCESSING: answer it as it is.
+            Err(err) if is_condition_failed(&err) => self
+                .get_payment(payment_id)
+                .await?
+                .ok_or_else(|| StoreError::payment_not_found(payment_id)),
+            Err(err) => Err(repo_error(err).into()),
+        }
     }
 
     async fn list_by_user(

@@ -4,7 +4,9 @@
 //! by its id, and then only asks the reconciler to settle the payment or
 //! refund it names, now: the reconciler asks the gateway again before
 //! anything moves, so a forged, replayed, repeated or out-of-order event can
-//! never move a status backwards or money twice.
+//! never move a status backwards or money twice. A payment saga waiting for
+//! the gateway's word (its task token kept with the payment) is woken by
+//! that run, with the gateway's answer asked again.
 
 use serde_json::json;
 use shared::domain::{ClaimOutcome, IdempotencyRecord, IdempotencyState, Timestamp};

@@ -481,6 +481,14 @@ impl PaymentRepo for FlakyPayments {
         PaymentRepo::transition(self.store.as_ref(), payment_id, change, at).await
     }
 
+    async fn keep_wait_token(
+        &self,
+        payment_id: &PaymentId,
+        token: &str,
+    ) -> Result<Payment, StoreError> {
+        PaymentRepo::keep_wait_token(self.store.as_ref(), payment_id, token).await
+    }
+
     async fn list_by_user(
         &self,
         user_id: &UserId,
