@@ -105,7 +105,7 @@ test-refund: ## A 50 USD payment, then a refund (AMOUNT= for a partial one), the
 reconcile: ## Settle what the sagas could not, now: the reconciler's report (DRY_RUN=1 changes nothing; SINCE=2h)
 	@./scripts/tester.sh reconcile $(if $(DRY_RUN),--dry-run) $(if $(SINCE),--since "$(SINCE)")
 
-test-reconcile: ## A payment left RECONCILIATION_REQUIRED with the gateway captured, then make reconcile completes it (~2 min)
+test-reconcile: ## A payment left RECONCILIATION_REQUIRED with the gateway captured, then make reconcile completes it (~3 min)
 	@./scripts/tester.sh reconcile-demo
 
 test-e2e: ## The scenario suite against the local cloud, ending "N passed, M failed"

@@ -86,21 +86,22 @@ case "${1:-}" in
                 -d '{"mode":"normal","pendingDelayMs":2000}' >/dev/null || true
         }
         trap restore EXIT
-        # The saga checks a pending charge 10 times, 3 s apart: a charge pending for 60 s
-        # outlasts it, so the payment ends RECONCILIATION_REQUIRED while its debit is held.
-        echo "== gateway: every charge PENDING for 60 s (longer than the saga polls)"
+        # The saga waits for the gateway's webhook 10 s at a time and checks the status
+        # after each wait, 10 checks at most: a charge pending for 150 s outlasts it, so
+        # the payment ends RECONCILIATION_REQUIRED while its debit is held.
+        echo "== gateway: every charge PENDING for 150 s (longer than the saga waits)"
         curl -sf -X POST "$gateway/control/mode" -H 'Content-Type: application/json' \
-            -d '{"mode":"pending_then_approve","pendingDelayMs":60000}' >/dev/null
+            -d '{"mode":"pending_then_approve","pendingDelayMs":150000}' >/dev/null
         watched=$(mktemp)
         trap 'rm -f "$watched"; restore' EXIT
         if [ -t 1 ]; then export CLICOLOR_FORCE=1; fi
         "$SAGA" pay --user "$USER_ID" --amount 50 --currency "$CURRENCY" --fund --watch \
-            --expect RECONCILIATION_REQUIRED --timeout 120 | tee "$watched"
+            --expect RECONCILIATION_REQUIRED --timeout 240 | tee "$watched"
         unset CLICOLOR_FORCE
         id=$(grep -o -m1 'pay_[0-9A-Z]\{26\}' "$watched")
         restore
         echo
-        echo "== waiting for the gateway to capture $id (its 60 s are up)"
+        echo "== waiting for the gateway to capture $id (its 150 s are up)"
         deadline=$((SECONDS + 90))
         until curl -sf "$gateway/v1/payments/$id" -H "X-API-Key: ${GATEWAY_API_KEY:-local-gateway-key}" \
                 | grep -q '"APPROVED"'; do

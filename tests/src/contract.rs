@@ -126,6 +126,49 @@ pub async fn payment_create_is_idempotent(store: Arc<dyn Store>) {
     assert_eq!(events[0].event_type, PaymentEventType::PaymentCreated);
 }
 
+/// The task token of a saga waiting for the gateway is kept only with a
+/// PROCESSING payment, replaced by the next one, never a new version, and
+/// survives the round trip through the store.
+pub async fn a_wait_token_is_kept_only_while_processing(store: Arc<dyn Store>) {
+    // GIVEN a PENDING payment
+    let new = new_payment(&user("wes"), usd("10"));
+    let id = new.payment_id;
+    PaymentRepo::create(&*store, new, Timestamp::now())
+        .await
+        .unwrap();
+    // WHEN a token comes before the debit THEN it is not kept
+    let pending = store.keep_wait_token(&id, "token-early").await.unwrap();
+    assert_eq!(pending.wait_token, None);
+    // WHEN the payment is PROCESSING THEN the token is kept, at the same version
+    let processing = PaymentChange::to(PaymentStatus::Processing);
+    let before = store
+        .transition(&id, &processing, Timestamp::now())
+        .await
+        .unwrap();
+    let kept = store.keep_wait_token(&id, "token-1").await.unwrap();
+    assert_eq!(kept.wait_token.as_deref(), Some("token-1"));
+    assert_eq!(kept.version, before.version);
+    // AND the next wait's token replaces it, as read back
+    store.keep_wait_token(&id, "token-2").await.unwrap();
+    let read = PaymentRepo::get(&*store, &id).await.unwrap().unwrap();
+    assert_eq!(read.wait_token.as_deref(), Some("token-2"));
+    // AND a settled payment keeps no new token
+    let complete = PaymentChange::completed("gw_1".into());
+    store
+        .transition(&id, &complete, Timestamp::now())
+        .await
+        .unwrap();
+    let settled = store.keep_wait_token(&id, "token-3").await.unwrap();
+    assert_eq!(settled.status, PaymentStatus::Completed);
+    assert_ne!(settled.wait_token.as_deref(), Some("token-3"));
+    // AND an unknown payment is not found
+    let missing = store.keep_wait_token(&PaymentId::generate(), "t").await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "{missing:?}"
+    );
+}
+
 pub async fn payment_transitions_are_validated_recorded_and_idempotent(store: Arc<dyn Store>) {
     let new = new_payment(&user("bob"), usd("10"));
     let id = new.payment_id;

@@ -35,6 +35,7 @@ macro_rules! contract_cases {
 contract_cases!(
     payment_create_is_idempotent,
     payment_transitions_are_validated_recorded_and_idempotent,
+    a_wait_token_is_kept_only_while_processing,
     payments_list_newest_first_in_pages,
     events_append_is_idempotent,
     wallets_open_empty_and_never_appear_by_themselves,
