@@ -83,7 +83,25 @@ pub fn router(
         .route("/health", get(health))
         .route("/_local/dynamodb/stats", get(dynamo_stats))
         .with_state(state);
-    json_protocol.merge(lambda)
+    json_protocol
+        .merge(lambda)
+        .layer(axum::middleware::from_fn(refuse_browsers))
+}
+
+/// The edge answers the developer's tools (the AWS CLI and SDKs, `saga`,
+/// the Lambdas), which send no `Origin`. Browsers send it with every
+/// cross-origin request and every POST: refusing those keeps a web page the
+/// developer happens to open from invoking a function (a `text/plain` POST
+/// needs no CORS preflight) to credit a wallet.
+async fn refuse_browsers(request: Request<Body>, next: axum::middleware::Next) -> Response<Body> {
+    if request.headers().contains_key(axum::http::header::ORIGIN) {
+        return json_response(
+            StatusCode::FORBIDDEN,
+            &json!({"__type": "AccessDeniedException",
+                    "message": "the local cloud's edge does not answer browsers (a request with Origin)"}),
+        );
+    }
+    next.run(request).await
 }
 
 async fn health() -> Response<Body> {
@@ -281,6 +299,25 @@ mod tests {
         let status = response.status();
         let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
         (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_browser_request_is_refused_before_any_service() {
+        // GIVEN a request with Origin, as a web page sends it
+        let request = Request::post("/2015-03-31/functions/api-handler/invocations")
+            .header("origin", "https://example.com")
+            .header("content-type", "text/plain")
+            .body(Body::from("{}"))
+            .unwrap();
+        // WHEN it reaches the edge THEN it is refused
+        let response = app().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["__type"], "AccessDeniedException");
+        // AND the same without Origin gets through to the services
+        let (status, _) = call("AWSStepFunctions.DescribeExecution", "{}").await;
+        assert_eq!(status, StatusCode::OK);
     }
 
     #[tokio::test]

@@ -55,15 +55,18 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             middleware::gate,
         ));
-    Router::new()
-        .merge(v1)
-        .route("/health", get(routes::health))
+    let control = Router::new()
         .route(
             "/control/mode",
             get(routes::get_mode).post(routes::set_mode),
         )
         .route("/control/reset", post(routes::reset))
         .route("/control/stats", get(routes::stats))
+        .route_layer(axum::middleware::from_fn(middleware::refuse_browsers));
+    Router::new()
+        .merge(v1)
+        .merge(control)
+        .route("/health", get(routes::health))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))

@@ -14,6 +14,19 @@ use crate::state::{AppState, ROUTE_CANCEL, ROUTE_CHARGE, ROUTE_OTHER, ROUTE_REFU
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
+/// `/control` is for the developer's tools (curl, the tests, `saga`), which
+/// send no `Origin`; browsers send it with every cross-origin request and
+/// every POST. Refusing those keeps a web page the developer happens to open
+/// from flipping the gateway's mode (a form POST needs no CORS preflight).
+pub async fn refuse_browsers(request: Request, next: Next) -> Response {
+    if request.headers().contains_key(header::ORIGIN) {
+        let body = serde_json::json!({"error": {"code": "browser_refused",
+            "message": "the control routes do not answer browsers (a request with Origin)"}});
+        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    }
+    next.run(request).await
+}
+
 /// Runs before every `/v1` handler, in this order: `down` → 503, bad key → 401,
 /// `slow` → sleep, `flaky` → 500 with probability `errorRate`.
 pub async fn gate(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -769,6 +769,23 @@ async fn tombstones_count_towards_the_charge_limit() {
 // ---------------------------------------------------------------- control modes
 
 #[tokio::test]
+async fn control_routes_refuse_browsers_and_change_nothing() {
+    // GIVEN a request as a web page's form POST sends it (with Origin)
+    let gw = gateway();
+    let mut flip = request("POST", "/control/mode", None, Some(r#"{"mode":"down"}"#));
+    let origin = axum::http::HeaderValue::from_static("https://example.com");
+    flip.headers_mut()
+        .insert(axum::http::header::ORIGIN, origin);
+    // WHEN it reaches /control THEN it is refused
+    let (status, body) = gw.send(flip).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"]["code"], "browser_refused");
+    // AND the mode is unchanged
+    let (_, mode) = gw.send(request("GET", "/control/mode", None, None)).await;
+    assert_eq!(mode["mode"], "normal");
+}
+
+#[tokio::test]
 async fn control_mode_reports_and_changes_the_settings() {
     let gw = gateway();
     let (status, body) = gw.send(request("GET", "/control/mode", None, None)).await;
