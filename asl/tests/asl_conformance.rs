@@ -1301,6 +1301,21 @@ mod callback_pattern {
         panic!("the task never submitted: {:?}", history.event_types());
     }
 
+    /// Runs `machine` on a Lambda that only hands its token on, and
+    /// `answer`s the token once the task waits (TaskSubmitted).
+    async fn answered_once_submitted(
+        machine: &StateMachine,
+        answer: impl FnOnce(&TaskTokens, &str),
+    ) -> (Outcome, MemoryHistory) {
+        let runner = ScriptedRunner::new();
+        let (clock, history) = (FakeClock::new(start_time()), MemoryHistory::new());
+        let (outcome, ()) = tokio::join!(
+            run_on(machine, order(), &runner, &clock, &history),
+            when_submitted(&history, &runner, answer)
+        );
+        (outcome, history)
+    }
+
     fn event_json(history: &MemoryHistory, event_type: &str) -> Value {
         let event = history
             .events()
@@ -1364,15 +1379,11 @@ mod callback_pattern {
     async fn a_callback_sent_after_task_submitted_is_the_result() {
         // GIVEN a Lambda that only hands the token on
         let machine = callback_machine(json!({}));
-        let runner = ScriptedRunner::new();
-        let (clock, history) = (FakeClock::new(start_time()), MemoryHistory::new());
         // WHEN someone answers once the task waits
-        let (outcome, ()) = tokio::join!(
-            run_on(&machine, order(), &runner, &clock, &history),
-            when_submitted(&history, &runner, |tokens, token| {
-                tokens.send_success(token, json!("approved")).unwrap();
-            })
-        );
+        let (outcome, history) = answered_once_submitted(&machine, |tokens, token| {
+            tokens.send_success(token, json!("approved")).unwrap();
+        })
+        .await;
         // THEN that answer is the result
         assert_eq!(
             outcome,
@@ -1394,15 +1405,11 @@ mod callback_pattern {
                       {"ErrorEquals": ["States.ALL"], "ResultPath": "$.other", "Next": "Handled"}]
         }));
         // GIVEN a failure with an error and a cause
-        let runner = ScriptedRunner::new();
-        let (clock, history) = (FakeClock::new(start_time()), MemoryHistory::new());
-        let (outcome, ()) = tokio::join!(
-            run_on(&machine, order(), &runner, &clock, &history),
-            when_submitted(&history, &runner, |tokens, token| {
-                let (error, cause) = (Some("Declined".into()), Some("card".into()));
-                tokens.send_failure(token, error, cause).unwrap();
-            })
-        );
+        let (outcome, history) = answered_once_submitted(&machine, |tokens, token| {
+            let (error, cause) = (Some("Declined".into()), Some("card".into()));
+            tokens.send_failure(token, error, cause).unwrap();
+        })
+        .await;
         // THEN the Catch on its error takes it
         assert_eq!(
             outcome,
@@ -1416,14 +1423,10 @@ mod callback_pattern {
                    "error": "Declined", "cause": "card"})
         );
         // GIVEN a failure with neither: AWS records TaskFailed without an error
-        let runner = ScriptedRunner::new();
-        let (clock, history) = (FakeClock::new(start_time()), MemoryHistory::new());
-        let (outcome, ()) = tokio::join!(
-            run_on(&machine, order(), &runner, &clock, &history),
-            when_submitted(&history, &runner, |tokens, token| {
-                tokens.send_failure(token, None, None).unwrap();
-            })
-        );
+        let (outcome, history) = answered_once_submitted(&machine, |tokens, token| {
+            tokens.send_failure(token, None, None).unwrap();
+        })
+        .await;
         assert_eq!(
             outcome,
             Outcome::Succeeded {

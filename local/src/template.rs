@@ -459,7 +459,7 @@ impl Template {
                 .as_sequence()
                 .ok_or_else(|| invalid(format!("{name} takes a list")))
         };
-        match name {
+        match name.as_str() {
             "Equals" => match operands()?.as_slice() {
                 [left, right] => Ok(self.resolve(left)? == self.resolve(right)?),
                 _ => Err(invalid("Equals takes two values")),
@@ -489,17 +489,10 @@ impl Template {
             Value::String(text) => Ok(text.clone()),
             Value::Number(number) => Ok(number.to_string()),
             Value::Bool(flag) => Ok(flag.to_string()),
-            Value::Tagged(tagged) => {
-                let tag = tagged.tag.to_string();
-                self.intrinsic(tag.trim_start_matches('!'), &tagged.value)
-            }
-            Value::Mapping(map) if map.len() == 1 => {
-                let (name, argument) = map.iter().next().ok_or_else(|| invalid("empty mapping"))?;
-                let name = name.as_str().unwrap_or_default();
-                let short = name.strip_prefix("Fn::").unwrap_or(name);
-                self.intrinsic(short, argument)
-            }
-            other => Err(invalid(format!("cannot resolve {other:?} locally"))),
+            other => match intrinsic_parts(other) {
+                Some((name, argument)) => self.intrinsic(&name, argument),
+                None => Err(invalid(format!("cannot resolve {other:?} locally"))),
+            },
         }
     }
 
@@ -672,31 +665,19 @@ pub fn rate_period(expression: &str) -> Option<std::time::Duration> {
 
 /// `(name, argument)` of an intrinsic in short (`!Equals`) or long
 /// (`{"Fn::Equals": …}`, `{"Condition": …}`) form.
-fn intrinsic_parts(value: &Value) -> Option<(&str, &Value)> {
+fn intrinsic_parts(value: &Value) -> Option<(String, &Value)> {
     match value {
         Value::Tagged(tagged) => {
             let tag = tagged.tag.to_string();
-            let name = tag.trim_start_matches('!').to_owned();
-            // A known name as &'static str: the tag's own text is a temporary.
-            let name = [
-                "Equals",
-                "Not",
-                "And",
-                "Or",
-                "Condition",
-                "If",
-                "Ref",
-                "Sub",
-                "GetAtt",
-            ]
-            .into_iter()
-            .find(|known| *known == name)?;
-            Some((name, &tagged.value))
+            Some((tag.trim_start_matches('!').to_owned(), &tagged.value))
         }
         Value::Mapping(map) if map.len() == 1 => {
             let (name, argument) = map.iter().next()?;
             let name = name.as_str()?;
-            Some((name.strip_prefix("Fn::").unwrap_or(name), argument))
+            Some((
+                name.strip_prefix("Fn::").unwrap_or(name).to_owned(),
+                argument,
+            ))
         }
         _ => None,
     }
@@ -827,6 +808,16 @@ mod tests {
             "arn:aws:states:us-east-1:000000000000:stateMachine:local-payment-saga"
         );
         assert!(api.timeout_seconds > 0);
+        // WorkflowType defaults to STANDARD: the EXPRESS saga's Condition is false.
+        let machines: Vec<&str> = template
+            .state_machines
+            .iter()
+            .map(|m| m.logical_id.as_str())
+            .collect();
+        assert_eq!(
+            machines,
+            ["PaymentSagaStateMachine", "RefundSagaStateMachine"]
+        );
         let saga = &template.state_machines[0];
         assert_eq!(saga.definition_uri, "state-machine/payment-saga.asl.json");
         assert_eq!(
