@@ -78,8 +78,10 @@ def check_functions(resources, problems):
             problems.append(f"{logical_id}: CodeUri {code_uri} has no Cargo.toml")
             continue
         package = tomllib.loads(manifest.read_text()).get("package", {}).get("name")
-        if package != binary:
-            problems.append(f"{logical_id}: Binary {binary!r} but {manifest} builds {package!r}")
+        # The package's main binary, or one of its src/bin/<name>.rs.
+        binaries = {package} | {p.stem for p in (Path(str(code_uri)) / "src" / "bin").glob("*.rs")}
+        if binary not in binaries:
+            problems.append(f"{logical_id}: Binary {binary!r} but {manifest} builds {sorted(binaries)}")
         else:
             print(f"    {logical_id}: {code_uri} -> bin {binary}")
 
@@ -125,7 +127,8 @@ def references(value, found):
     if isinstance(value, dict):
         for key, item in value.items():
             if key == "Ref" and isinstance(item, str):
-                found.append(("Ref", item))
+                # SAM's `!Ref Api.Stage` / `.Deployment` name the API's generated resources.
+                found.append(("Ref", item.removesuffix(".Stage").removesuffix(".Deployment")))
             elif key == "Fn::GetAtt":
                 target = item[0] if isinstance(item, list) else str(item).split(".")[0]
                 found.append(("GetAtt", target))

@@ -45,21 +45,28 @@ stop() {
 }
 
 demo() {
+    # shellcheck source=scripts/local-auth.sh
+    . scripts/local-auth.sh
     user=${USER_ID:-demo_user}
-    echo "== crediting $user with 1000.00 USD"
+    echo "== an operator credits $user with 1000.00 USD (SigV4-signed top-up)"
     curl -s -XPOST "$API/wallets/$user/credit" -H 'content-type: application/json' \
-        -d '{"amount":"1000","currency":"USD"}'; echo
-    echo "== POST /payments 50.00 USD"
+        "${OPERATOR_SIGV4[@]}" -d '{"amount":"1000","currency":"USD"}'; echo
+    token=$(local_token "$user")
+    echo "== $user pays 50.00 USD with their own token (POST /payments, Authorization: Bearer …)"
     reply=$(curl -s -XPOST "$API/payments" -H 'content-type: application/json' \
+        -H "Authorization: Bearer $token" \
         -d "{\"userId\":\"$user\",\"amount\":\"50\",\"currency\":\"USD\"}")
     echo "$reply"
     id=$(echo "$reply" | python3 -c 'import sys,json;print(json.load(sys.stdin)["paymentId"])')
     for _ in $(seq 1 60); do
-        status=$(curl -s "$API/payments/$id" | python3 -c 'import sys,json;print(json.load(sys.stdin)["status"])')
+        status=$(curl -s "$API/payments/$id" -H "Authorization: Bearer $token" \
+            | python3 -c 'import sys,json;print(json.load(sys.stdin)["status"])')
         case "$status" in COMPLETED|FAILED|RECONCILIATION_REQUIRED) break;; esac
         sleep 0.5
     done
     echo "== payment $id: $status"
+    curl -s "$API/wallets/$user" -H "Authorization: Bearer $token"; echo
+    echo "== without a credential the API answers 401:"
     curl -s "$API/wallets/$user"; echo
 }
 

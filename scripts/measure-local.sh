@@ -14,130 +14,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN_DIR=${LOCAL_BIN_DIR:-target/debug}
 PAYMENT_COUNT=${PAYMENT_COUNT:-3}
-HEALTHY_SECONDS_MAX=60
 SETTLE_SECONDS_MAX=60
-STOP_SECONDS_MAX=10
 
-for binary in local mock-gateway api-handler invoice-processor wallet-service payments-adapter \
-    refund-service; do
-    if [ ! -x "$BIN_DIR/$binary" ]; then
-        echo "error: $BIN_DIR/$binary is not built: run \`cargo build --workspace --bins\`" >&2
-        exit 1
-    fi
-done
-command -v curl >/dev/null || { echo "error: curl is needed" >&2; exit 1; }
-command -v python3 >/dev/null || { echo "error: python3 is needed" >&2; exit 1; }
-
-DATA=$(mktemp -d "${TMPDIR:-/tmp}/measure-local.XXXXXX")
-PID=""
-
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-
-# Three distinct free loopback ports (the kernel picks them; they are released just before
-# the cloud binds them, a race no other process on this machine is likely to win).
-read -r EDGE_PORT API_PORT GATEWAY_PORT < <(python3 -c '
-import socket
-sockets = [socket.socket() for _ in range(3)]
-for s in sockets:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in sockets))
-')
-EDGE=http://127.0.0.1:$EDGE_PORT
-API=http://127.0.0.1:$API_PORT
-
-# Every pid descending from $1 (children, grandchildren, ...), from /proc.
-descendants() {
-    python3 - "$1" <<'EOF'
-import os, sys
-root = int(sys.argv[1])
-children = {}
-for entry in os.listdir("/proc"):
-    if not entry.isdigit():
-        continue
-    try:
-        with open(f"/proc/{entry}/stat") as f:
-            stat = f.read()
-    except OSError:
-        continue
-    # the command may hold spaces and parentheses: fields resume after the last ')'
-    ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-    children.setdefault(ppid, []).append(int(entry))
-stack, found = [root], []
-while stack:
-    for child in children.get(stack.pop(), []):
-        found.append(child)
-        stack.append(child)
-print(" ".join(map(str, found)))
-EOF
-}
-
-stop() {
-    [ -n "$PID" ] || return 0
-    local pids
-    pids="$PID $(descendants "$PID")"
-    kill -TERM "$PID" 2>/dev/null || true
-    for _ in $(seq 1 $((STOP_SECONDS_MAX * 10))); do
-        kill -0 "$PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
-    # Anything it started and left behind (it should leave nothing): by pid, never by name.
-    local left=""
-    for pid in $pids; do
-        if kill -0 "$pid" 2>/dev/null; then
-            left="$left $pid"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
-    [ -z "$left" ] || echo "warning: processes left behind and killed:$left" >&2
-    PID=""
-}
-
-cleanup() {
-    stop
-    rm -rf "$DATA"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Starts the cloud over $DATA; sets HEALTHY_MS to the milliseconds until both /health answer.
-HEALTHY_MS=""
-start() {
-    local started
-    started=$(now_ms)
-    "$BIN_DIR/local" --data-dir "$DATA" --bin-dir "$BIN_DIR" --edge-port "$EDGE_PORT" \
-        --api-port "$API_PORT" --gateway-port "$GATEWAY_PORT" >>"$DATA/local.out" 2>&1 &
-    PID=$!
-    local deadline=$((started + HEALTHY_SECONDS_MAX * 1000))
-    while [ "$(now_ms)" -lt "$deadline" ]; do
-        if curl -sf -m 1 "$EDGE/health" >/dev/null && curl -sf -m 1 "$API/health" >/dev/null; then
-            HEALTHY_MS=$(( $(now_ms) - started ))
-            return 0
-        fi
-        if ! kill -0 "$PID" 2>/dev/null; then
-            echo "error: the local cloud exited:" >&2
-            tail -20 "$DATA/local.out" >&2
-            return 1
-        fi
-        sleep 0.02
-    done
-    echo "error: not healthy after ${HEALTHY_SECONDS_MAX} s; see $DATA/local.out" >&2
-    return 1
-}
+CLOUD_NAME=measure-local
+# shellcheck source=scripts/ephemeral-cloud.sh
+. scripts/ephemeral-cloud.sh
 
 json_field() { python3 -c 'import sys, json; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 pay_and_settle() {
     local user=$1 reply id status=""
     reply=$(curl -sf -m 10 -XPOST "$API/payments" -H 'content-type: application/json' \
+        -H "x-api-key: $API_KEY" \
         -d "{\"userId\":\"$user\",\"amount\":\"10\",\"currency\":\"USD\"}")
     id=$(echo "$reply" | json_field paymentId)
     local deadline=$(( $(now_ms) + SETTLE_SECONDS_MAX * 1000 ))
     while [ "$(now_ms)" -lt "$deadline" ]; do
-        status=$(curl -sf -m 5 "$API/payments/$id" | json_field status)
+        status=$(curl -sf -m 5 "$API/payments/$id" -H "x-api-key: $API_KEY" | json_field status)
         case "$status" in COMPLETED | FAILED | RECONCILIATION_REQUIRED) break ;; esac
         sleep 0.05
     done
@@ -148,8 +42,12 @@ echo "== local cloud from $BIN_DIR, data in $DATA, edge $EDGE, api $API"
 start
 echo "   healthy after ${HEALTHY_MS} ms (fresh data directory: tables created)"
 
+# shellcheck source=scripts/local-auth.sh
+. scripts/local-auth.sh
+API_KEY=$(local_api_key)
 user="measure_$(date +%s)"
 curl -sf -m 10 -XPOST "$API/wallets/$user/credit" -H 'content-type: application/json' \
+    "${OPERATOR_SIGV4[@]}" \
     -d '{"amount":"1000","currency":"USD"}' >/dev/null
 payments_started=$(now_ms)
 for _ in $(seq 1 "$PAYMENT_COUNT"); do

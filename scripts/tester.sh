@@ -14,6 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 API=${API_URL:-http://127.0.0.1:3001}
+EDGE=${EDGE_URL:-http://127.0.0.1:4566}
+# shellcheck source=scripts/local-auth.sh
+. scripts/local-auth.sh
 USER_ID=${USER_ID:-user_test_001}
 CURRENCY=${CURRENCY:-USD}
 SAGA=./target/debug/saga
@@ -119,14 +122,15 @@ case "${1:-}" in
         ensure_local
         amount=${AMOUNT:-1000}
         body="{\"amount\":\"$amount\",\"currency\":\"$CURRENCY\",\"reference\":\"make test-curl-wallet-credit\"}"
-        echo "curl -s -X POST $API/wallets/$USER_ID/credit -H 'Content-Type: application/json' -d '$body'"
-        curl -s -X POST "$API/wallets/$USER_ID/credit" -H 'Content-Type: application/json' -d "$body" \
-            | python3 -m json.tool
+        echo "curl -s -X POST $API/wallets/$USER_ID/credit -H 'Content-Type: application/json' ${OPERATOR_SIGV4[*]} -d '$body'"
+        curl -s -X POST "$API/wallets/$USER_ID/credit" -H 'Content-Type: application/json' \
+            "${OPERATOR_SIGV4[@]}" -d "$body" | python3 -m json.tool
         ;;
     balance)
         ensure_local
-        echo "curl -s $API/wallets/$USER_ID"
-        curl -s "$API/wallets/$USER_ID" | python3 -m json.tool
+        echo "curl -s $API/wallets/$USER_ID -H \"Authorization: Bearer \$(saga token $USER_ID)\""
+        curl -s "$API/wallets/$USER_ID" -H "Authorization: Bearer $(local_token "$USER_ID")" \
+            | python3 -m json.tool
         ;;
     e2e)
         ensure_local

@@ -6,6 +6,8 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::args::Global;
+use crate::auth::{self, Credential, Signer};
 use crate::error::{CliError, CliResult};
 
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:3001";
@@ -68,6 +70,11 @@ pub struct WalletBalance {
 pub struct Api {
     base: String,
     http: reqwest::Client,
+    /// What client routes are called with.
+    credential: Credential,
+    /// SigV4 credentials for the operator top-up; `None`: top-ups unsigned
+    /// (refused by the API).
+    signer: Option<Signer>,
 }
 
 /// The HTTP client of every command: bounded connect and request times, and
@@ -82,12 +89,47 @@ pub fn http_client() -> CliResult<reqwest::Client> {
 }
 
 impl Api {
+    /// An API client without credentials (only /health answers).
     pub fn new(base: &str) -> CliResult<Self> {
         let http = http_client()?;
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             http,
+            credential: Credential::None,
+            signer: None,
         })
+    }
+
+    /// The API client of every command, with the caller the flags name
+    /// (`--token`, `--as`, `--api-key`) or, against the local cloud with none
+    /// of them, the local demo merchant; top-ups signed with the environment's
+    /// IAM credentials (the local cloud's own locally).
+    pub async fn connect(global: &Global) -> CliResult<Self> {
+        let mut api = Self::new(&global.api_url)?;
+        let local = auth::is_loopback(&global.api_url);
+        let issuer = auth::local_issuer(global.endpoint_url.as_deref());
+        api.credential = match (&global.token, &global.as_user, &global.api_key) {
+            (Some(token), _, _) => Credential::Bearer(token.clone()),
+            (None, Some(user), _) => {
+                Credential::Bearer(auth::local_token(&api.http, &issuer, user, None).await?)
+            }
+            (None, None, Some(key)) => Credential::ApiKey(key.clone()),
+            // The local demo merchant; a stopped cloud is reported by the
+            // first call instead ("cannot reach the payments API").
+            (None, None, None) if local => match auth::local_client_key(&api.http, &issuer).await {
+                Ok(key) => Credential::ApiKey(key),
+                Err(CliError::Unreachable { .. }) => Credential::None,
+                Err(err) => return Err(err),
+            },
+            (None, None, None) => Credential::None,
+        };
+        api.signer = Signer::from_env(local, global.region.as_deref());
+        Ok(api)
+    }
+
+    pub fn with_credential(mut self, credential: Credential) -> Self {
+        self.credential = credential;
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -171,8 +213,17 @@ impl Api {
             body["reference"] = Value::from(reference);
         }
         let path = format!("/wallets/{}/credit", encode(user_id));
-        self.call(Method::POST, &path, Some(body), idempotency_key)
-            .await
+        let url = format!("{}{}", self.base, path);
+        let bytes = body.to_string().into_bytes();
+        let mut request = self.http.post(&url);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let request = match &self.signer {
+            Some(signer) => signer.sign(request, "POST", &url, &bytes)?,
+            None => request.header("content-type", "application/json"),
+        };
+        self.send(request.body(bytes), &url).await
     }
 
     pub async fn refund(
@@ -241,13 +292,17 @@ impl Api {
         idempotency_key: Option<&str>,
     ) -> CliResult<Value> {
         let url = format!("{}{}", self.base, path);
-        let mut request = self.http.request(method, &url);
+        let mut request = self.credential.apply(self.http.request(method, &url));
         if let Some(body) = body {
             request = request.json(&body);
         }
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
         }
+        self.send(request, &url).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder, url: &str) -> CliResult<Value> {
         let response = request.send().await.map_err(|err| {
             if err.is_timeout() {
                 CliError::Timeout(format!("{url}: no answer in time"))
@@ -282,11 +337,19 @@ impl Api {
 fn api_error(status: StatusCode, body: &Value) -> CliError {
     let error = &body["error"];
     let text = |key: &str| error[key].as_str().unwrap_or_default().to_owned();
+    // API Gateway's own answers (401 from the authorizer, 403 SigV4, 429
+    // throttled) are `{"message": …}`.
+    let message = error["message"]
+        .as_str()
+        .or_else(|| body["message"].as_str())
+        .or_else(|| body["Message"].as_str())
+        .unwrap_or_default()
+        .to_owned();
     CliError::Api {
         status: status.as_u16(),
         error_type: text("type"),
         code: text("code"),
-        message: text("message"),
+        message,
     }
 }
 

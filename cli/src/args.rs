@@ -41,6 +41,17 @@ pub struct Global {
     /// Machine-readable JSON output instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Call as this end user: a bearer token from the local cloud's issuer
+    /// (`saga token <userId>`). Locally, with no --as, --token or --api-key,
+    /// the local demo merchant's API key is used.
+    #[arg(long = "as", value_name = "USER_ID", global = true)]
+    pub as_user: Option<String>,
+    /// Call with this bearer token (an end user's JWT; Cognito on AWS).
+    #[arg(long, env = "SAGA_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Call as a service client with this API key (scripts/create-client.sh on AWS).
+    #[arg(long, env = "SAGA_API_KEY", global = true, hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,9 +74,21 @@ pub enum Command {
     Scenarios(crate::scenarios::ScenariosArgs),
     /// Load benchmark against the running local cloud (see `make bench`).
     Bench(crate::bench::BenchArgs),
+    /// Print a bearer token for an end user from the local cloud's issuer (stdout, nothing
+    /// else): `curl -H "Authorization: Bearer $(saga token alice)" …`.
+    Token(TokenArgs),
     /// Settle what the sagas could not, now: run the reconciler (the template runs it
     /// every 5 minutes), print its report, save it as JSON (`make reconcile`).
     Reconcile(crate::reconcile::ReconcileArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TokenArgs {
+    /// The user the token is for (its subject).
+    pub user_id: String,
+    /// Lifetime in seconds (at most 86400).
+    #[arg(long, default_value_t = 3600)]
+    pub expires_in: u64,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::api::{Api, NewPayment};
 use crate::args::{
     Cli, Command, ExecutionsArgs, Global, MonitorArgs, PayArgs, PaymentCommand, RefundArgs,
-    WalletCommand,
+    TokenArgs, WalletCommand,
 };
 use crate::error::{CliError, CliResult};
 use crate::monitor::flow::Flow;
@@ -28,6 +28,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Scenarios(args) => crate::scenarios::run(&global, args).await,
         Command::Bench(args) => crate::bench::run(&global, args).await,
         Command::Reconcile(args) => crate::reconcile::run(&global, args).await,
+        Command::Token(args) => token(&global, args).await,
     };
     match outcome {
         Ok(code) => code,
@@ -39,8 +40,18 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn api(global: &Global) -> CliResult<Api> {
-    Api::new(&global.api_url)
+async fn api(global: &Global) -> CliResult<Api> {
+    Api::connect(global).await
+}
+
+/// `saga token <userId>`: the token alone on stdout, for `$(saga token alice)`.
+async fn token(global: &Global, args: &TokenArgs) -> CliResult<ExitCode> {
+    let http = crate::api::http_client()?;
+    let issuer = crate::auth::local_issuer(global.endpoint_url.as_deref());
+    let token =
+        crate::auth::local_token(&http, &issuer, &args.user_id, Some(args.expires_in)).await?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn step_functions(global: &Global) -> StepFunctions {
@@ -60,7 +71,7 @@ fn print_json(value: &Value) {
 }
 
 async fn pay(global: &Global, args: &PayArgs) -> CliResult<ExitCode> {
-    let api = api(global)?;
+    let api = api(global).await?;
     let request = NewPayment {
         user_id: args.user.clone(),
         amount: args.amount.clone(),
@@ -153,7 +164,7 @@ async fn fund(api: &Api, request: &NewPayment, quiet: bool) -> CliResult<()> {
 }
 
 async fn monitor(global: &Global, args: &MonitorArgs) -> CliResult<ExitCode> {
-    let api = api(global)?;
+    let api = api(global).await?;
     let sfn = step_functions(global).await;
     let execution_arn = if args.target.starts_with("arn:") {
         args.target.clone()
@@ -178,7 +189,7 @@ async fn monitor(global: &Global, args: &MonitorArgs) -> CliResult<ExitCode> {
 }
 
 async fn wallet(global: &Global, command: &WalletCommand) -> CliResult<ExitCode> {
-    let api = api(global)?;
+    let api = api(global).await?;
     match command {
         WalletCommand::Show { user } => {
             let reply = api.wallet_raw(user).await?;
@@ -229,7 +240,7 @@ async fn wallet(global: &Global, command: &WalletCommand) -> CliResult<ExitCode>
 }
 
 async fn payment(global: &Global, command: &PaymentCommand) -> CliResult<ExitCode> {
-    let api = api(global)?;
+    let api = api(global).await?;
     match command {
         PaymentCommand::Show { payment_id } => {
             let reply = api.payment_raw(payment_id).await?;
@@ -303,7 +314,7 @@ async fn payment(global: &Global, command: &PaymentCommand) -> CliResult<ExitCod
 }
 
 async fn refund(global: &Global, args: &RefundArgs) -> CliResult<ExitCode> {
-    let api = api(global)?;
+    let api = api(global).await?;
     let reply = api
         .refund(
             &args.payment_id,

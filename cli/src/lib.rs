@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod args;
+pub mod auth;
 pub mod bench;
 pub mod commands;
 pub mod error;

@@ -152,7 +152,7 @@ pub async fn run(global: &Global, args: &ScenariosArgs) -> CliResult<ExitCode> {
         chosen
     };
     let ctx = Ctx {
-        api: Api::new(&global.api_url)?,
+        api: Api::connect(global).await?,
         gateway: Api::new(&args.gateway_url)?,
         style,
         settle: Duration::from_secs(args.settle_timeout),

@@ -1,56 +1,180 @@
 //! API Gateway (REST API, Lambda proxy integration) on loopback: each HTTP
 //! request that matches a route declared in `template.yml` becomes the proxy
 //! event API Gateway would send, the function's proxy response becomes the
-//! HTTP response. Routes come from the template only.
+//! HTTP response. Routes, and how each is authenticated, come from the
+//! template only ([`crate::template::ApiRoute`]):
+//!
+//! - a Lambda REQUEST authorizer route invokes the authorizer function first
+//!   ([`authorizer`]); its `principalId` and `context` become
+//!   `requestContext.authorizer`;
+//! - an `AWS_IAM` route needs a SigV4 signature of the local principal
+//!   ([`sigv4`]); its identity becomes `requestContext.identity`. The API's
+//!   resource policy (`OperatorRoleArn`) is not evaluated locally: there is one
+//!   local principal, and it may call every IAM route;
+//! - a route with `ApiKeyRequired` needs a usage plan key (from the
+//!   authorizer with `ApiKeySourceType: AUTHORIZER`, else `x-api-key`) that a
+//!   plan of this stage holds, and is throttled by that plan ([`throttle`]);
+//! - a refusal is API Gateway's own answer, with the template's
+//!   `GatewayResponses` ([`response`]); the function is not invoked.
+//!
+//! Not emulated: the stage's `MethodSettings` throttles, authorizer caching
+//! (the template asks for none), usage plan quotas.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::UNIX_EPOCH;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::FunctionInvoker;
-use crate::template::FunctionSpec;
+use crate::template::{
+    ApiKeySource, ApiRoute, FunctionSpec, LOCAL_REST_API_ID, LambdaAuthorizerSpec, RouteAuth,
+    Template, UsageKeySpec,
+};
+
+pub mod authorizer;
+pub mod response;
+pub mod sigv4;
+pub mod throttle;
+
+pub use response::{GatewayResponses, Refusal, ResponseType};
+pub use throttle::{GatewayClock, SystemGatewayClock, UsageThrottle};
 
 /// API Gateway's payload limit for REST APIs.
 pub const BODY_BYTES_MAX: usize = 10 * 1024 * 1024;
-/// The stage name shown in `requestContext.stage`.
+/// The stage name when the template declares no `AWS::Serverless::Api`.
 pub const STAGE: &str = "local";
+/// The header API Gateway reads a key from with `ApiKeySourceType: HEADER`.
+pub const API_KEY_HEADER: &str = "x-api-key";
+/// The local IAM principal's id (`caller` and `user` of its identity).
+pub const LOCAL_PRINCIPAL_ID: &str = "AIDALOCALPRINCIPAL";
 
-/// One declared route: method, path template split into segments, function.
+/// One declared route: method, path template split into segments, function,
+/// authentication.
 #[derive(Debug, Clone)]
 struct Route {
     method: String,
     template: String,
     segments: Vec<String>,
     function_name: String,
+    auth: RouteAuth,
+    api_key_required: bool,
+}
+
+/// What the proxy enforces: the routes with their auth, the stage, the usage
+/// plan keys, the gateway responses, the clock.
+#[derive(Clone)]
+pub struct ApiSettings {
+    /// (function name, route) for every `Api` event.
+    pub routes: Vec<(String, ApiRoute)>,
+    pub stage: String,
+    pub api_key_source: ApiKeySource,
+    pub gateway_responses: GatewayResponses,
+    /// Usage plan keys by value: the template's, plus any added
+    /// ([`Self::with_usage_keys`], the local service clients).
+    pub usage_keys: BTreeMap<String, UsageKeySpec>,
+    pub region: String,
+    pub account_id: String,
+    pub clock: Arc<dyn GatewayClock>,
+}
+
+impl ApiSettings {
+    /// Routes of `functions` with no API: open, stage [`STAGE`].
+    pub fn open(functions: &[FunctionSpec]) -> Self {
+        let context = crate::template::Context::default();
+        Self {
+            routes: function_routes(functions),
+            stage: STAGE.to_owned(),
+            api_key_source: ApiKeySource::Header,
+            gateway_responses: GatewayResponses::default(),
+            usage_keys: BTreeMap::new(),
+            region: context.region,
+            account_id: context.account_id,
+            clock: Arc::new(SystemGatewayClock::default()),
+        }
+    }
+
+    /// Everything the template says about its API.
+    pub fn from_template(template: &Template) -> Self {
+        let mut settings = Self::open(&template.functions);
+        settings.region = template.context().region.clone();
+        settings.account_id = template.context().account_id.clone();
+        settings.usage_keys = template.usage_keys.clone();
+        if let Some(api) = &template.api {
+            settings.stage = api.stage_name.clone();
+            settings.api_key_source = api.api_key_source;
+            settings.gateway_responses = GatewayResponses::new(api.gateway_responses.clone());
+        }
+        settings
+    }
+
+    /// These keys too (a key already known keeps its plan).
+    pub fn with_usage_keys(
+        mut self,
+        keys: impl IntoIterator<Item = (String, UsageKeySpec)>,
+    ) -> Self {
+        for (value, spec) in keys {
+            self.usage_keys.entry(value).or_insert(spec);
+        }
+        self
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn GatewayClock>) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+fn function_routes(functions: &[FunctionSpec]) -> Vec<(String, ApiRoute)> {
+    functions
+        .iter()
+        .flat_map(|f| {
+            f.api_routes
+                .iter()
+                .map(|route| (f.function_name.clone(), route.clone()))
+        })
+        .collect()
+}
+
+/// The gateway's side of a request: settings, buckets, the invoker.
+struct Gateway {
+    settings: ApiSettings,
+    throttle: UsageThrottle,
+    invoker: Arc<dyn FunctionInvoker>,
 }
 
 #[derive(Clone)]
 struct ProxyState {
     routes: Arc<Vec<Route>>,
-    invoker: Arc<dyn FunctionInvoker>,
+    gateway: Arc<Gateway>,
 }
 
 /// The router serving every `Api` event of every function.
-pub fn router(functions: &[FunctionSpec], invoker: Arc<dyn FunctionInvoker>) -> Router {
-    let routes = functions
+pub fn router(settings: ApiSettings, invoker: Arc<dyn FunctionInvoker>) -> Router {
+    let routes = settings
+        .routes
         .iter()
-        .flat_map(|f| {
-            f.api_routes.iter().map(|(method, path)| Route {
-                method: method.clone(),
-                template: path.clone(),
-                segments: segments(path),
-                function_name: f.function_name.clone(),
-            })
+        .map(|(function_name, route)| Route {
+            method: route.method.clone(),
+            template: route.path.clone(),
+            segments: segments(&route.path),
+            function_name: function_name.clone(),
+            auth: route.auth.clone(),
+            api_key_required: route.api_key_required,
         })
         .collect();
     Router::new().fallback(proxy).with_state(ProxyState {
         routes: Arc::new(routes),
-        invoker,
+        gateway: Arc::new(Gateway {
+            settings,
+            throttle: UsageThrottle::default(),
+            invoker,
+        }),
     })
 }
 
@@ -62,63 +186,72 @@ fn segments(path: &str) -> Vec<String> {
 }
 
 /// The route for `method path` and its path parameters. A template segment
-/// `{name}` matches any one segment.
+/// `{name}` matches any one segment. A route of the request's own method
+/// wins over an `ANY` route of the same path, as in API Gateway.
 fn match_route<'a>(
     routes: &'a [Route],
     method: &str,
     path: &str,
 ) -> Option<(&'a Route, Map<String, Value>)> {
     let actual = segments(path);
-    routes
-        .iter()
-        .filter(|r| r.method == method || r.method == "ANY")
-        .find_map(|route| {
-            if route.segments.len() != actual.len() {
-                return None;
+    let matching = |wanted: &str| {
+        routes
+            .iter()
+            .filter(|r| r.method == wanted)
+            .find_map(|route| path_parameters(route, &actual).map(|p| (route, p)))
+    };
+    matching(method).or_else(|| matching("ANY"))
+}
+
+/// The path parameters of `actual` under `route`'s template, if it matches.
+fn path_parameters(route: &Route, actual: &[String]) -> Option<Map<String, Value>> {
+    if route.segments.len() != actual.len() {
+        return None;
+    }
+    let mut parameters = Map::new();
+    for (pattern, value) in route.segments.iter().zip(actual) {
+        match pattern.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            Some(name) => {
+                parameters.insert(name.to_owned(), Value::String(percent_decode(value)));
             }
-            let mut parameters = Map::new();
-            for (pattern, value) in route.segments.iter().zip(&actual) {
-                match pattern.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-                    Some(name) => {
-                        parameters.insert(name.to_owned(), Value::String(percent_decode(value)));
-                    }
-                    None if pattern == value => {}
-                    None => return None,
-                }
-            }
-            Some((route, parameters))
-        })
+            None if pattern == value => {}
+            None => return None,
+        }
+    }
+    Some(parameters)
 }
 
 async fn proxy(State(state): State<ProxyState>, request: Request<Body>) -> Response<Body> {
     let (parts, body) = request.into_parts();
+    let gateway = &state.gateway;
+    let request_id = ulid::Ulid::new().to_string().to_lowercase();
+    let refuse = |refusal: &Refusal| {
+        gateway
+            .settings
+            .gateway_responses
+            .render(refusal, &request_id)
+    };
     let path = parts.uri.path().to_owned();
     let Some((route, path_parameters)) = match_route(&state.routes, parts.method.as_str(), &path)
     else {
         // What API Gateway answers for a resource or method the API does not declare.
-        return json_response(
-            StatusCode::FORBIDDEN,
-            &json!({"message": "Missing Authentication Token"}),
-        );
+        return refuse(&Refusal::missing_authentication_token());
     };
     let Ok(body) = to_bytes(body, BODY_BYTES_MAX).await else {
-        return json_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &json!({"message": "Request Too Long"}),
-        );
+        return refuse(&Refusal::request_too_large());
     };
-    let request_id = ulid::Ulid::new().to_string().to_lowercase();
-    let event = proxy_event(
+    let mut event = proxy_event(
+        &gateway.settings,
         route,
-        &parts.method,
-        &path,
-        parts.uri.query(),
-        &parts.headers,
+        &parts,
         path_parameters,
         &body,
         &request_id,
     );
-    match state
+    if let Err(refusal) = gateway.admit(route, &parts, &body, &mut event).await {
+        return refuse(&refusal);
+    }
+    match gateway
         .invoker
         .invoke_function(&route.function_name, event)
         .await
@@ -140,17 +273,178 @@ async fn proxy(State(state): State<ProxyState>, request: Request<Body>) -> Respo
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+impl Gateway {
+    /// Authenticates the request as the route asks and meters its usage
+    /// plan key, writing what API Gateway learnt into the proxy `event`
+    /// (`requestContext.authorizer`, `requestContext.identity`).
+    async fn admit(
+        &self,
+        route: &Route,
+        parts: &Parts,
+        body: &[u8],
+        event: &mut Value,
+    ) -> Result<(), Refusal> {
+        let usage_identifier_key = match &route.auth {
+            RouteAuth::None => None,
+            RouteAuth::Iam => {
+                let access_key = self.verify_signature(parts, body)?;
+                let account = &self.settings.account_id;
+                let user_arn =
+                    format!("arn:aws:iam::{account}:user/{}", crate::LOCAL_IAM_USER_NAME);
+                set_identity(event, "accessKey", &access_key);
+                set_identity(event, "accountId", account);
+                set_identity(event, "caller", LOCAL_PRINCIPAL_ID);
+                set_identity(event, "user", LOCAL_PRINCIPAL_ID);
+                set_identity(event, "userArn", &user_arn);
+                None
+            }
+            RouteAuth::LambdaAuthorizer(spec) => {
+                let (grant, latency_ms) = self.authorize(spec, parts, event).await?;
+                let mut authorizer = grant.context;
+                authorizer.insert("principalId".to_owned(), Value::String(grant.principal_id));
+                authorizer.insert("integrationLatency".to_owned(), json!(latency_ms));
+                if let Some(context) = event.get_mut("requestContext") {
+                    context["authorizer"] = Value::Object(authorizer);
+                }
+                grant.usage_identifier_key
+            }
+        };
+        if !route.api_key_required {
+            return Ok(());
+        }
+        let key = match self.settings.api_key_source {
+            ApiKeySource::Authorizer => usage_identifier_key,
+            ApiKeySource::Header => parts
+                .headers
+                .get(API_KEY_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        };
+        let key = key.ok_or_else(Refusal::invalid_api_key)?;
+        let spec = self
+            .settings
+            .usage_keys
+            .get(&key)
+            .filter(|spec| {
+                spec.enabled && spec.plan.covers(LOCAL_REST_API_ID, &self.settings.stage)
+            })
+            .ok_or_else(Refusal::invalid_api_key)?;
+        if let Some(throttle) = &spec.plan.throttle {
+            let now_ms = self.settings.clock.monotonic_ms();
+            if !self
+                .throttle
+                .admit(&spec.plan.logical_id, &key, throttle, now_ms)
+            {
+                return Err(Refusal::throttled());
+            }
+        }
+        set_identity(event, "apiKey", &key);
+        set_identity(event, "apiKeyId", &spec.key_id);
+        Ok(())
+    }
+
+    fn verify_signature(&self, parts: &Parts, body: &[u8]) -> Result<String, Refusal> {
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+        let received = sigv4::Received {
+            method: parts.method.as_str(),
+            path_and_query: &path_and_query,
+            headers: &parts.headers,
+            body,
+        };
+        let key = sigv4::SigningKey {
+            access_key_id: crate::LOCAL_ACCESS_KEY_ID,
+            secret_access_key: crate::LOCAL_SECRET_ACCESS_KEY,
+        };
+        sigv4::verify(
+            &received,
+            self.settings.clock.now(),
+            &self.settings.region,
+            key,
+        )
+    }
+
+    /// Invokes the authorizer for the request of `event`: its grant and how
+    /// long it took (ms).
+    async fn authorize(
+        &self,
+        spec: &LambdaAuthorizerSpec,
+        parts: &Parts,
+        event: &Value,
+    ) -> Result<(authorizer::Grant, u64), Refusal> {
+        // API Gateway refuses a request without a declared identity source
+        // before invoking anything.
+        let query = query_parameters(parts.uri.query()).0;
+        let header_missing = spec.identity_headers.iter().any(|name| {
+            parts
+                .headers
+                .get(name.as_str())
+                .is_none_or(|value| value.is_empty())
+        });
+        let query_missing = spec.identity_query_strings.iter().any(|name| {
+            query
+                .get(name)
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        });
+        if header_missing || query_missing {
+            return Err(Refusal::unauthorized());
+        }
+        let method_arn = self.method_arn(parts);
+        let request = authorizer::request_event(event, &method_arn);
+        let started_ms = self.settings.clock.monotonic_ms();
+        let reply = self
+            .invoker
+            .invoke_function(&spec.function_name, request)
+            .await;
+        let latency_ms = self
+            .settings
+            .clock
+            .monotonic_ms()
+            .saturating_sub(started_ms);
+        Ok((authorizer::interpret(reply, &method_arn)?, latency_ms))
+    }
+
+    /// `arn:aws:execute-api:<region>:<account>:<apiId>/<stage>/<METHOD>/<path>`.
+    fn method_arn(&self, parts: &Parts) -> String {
+        let settings = &self.settings;
+        format!(
+            "arn:aws:execute-api:{}:{}:{LOCAL_REST_API_ID}/{}/{}/{}",
+            settings.region,
+            settings.account_id,
+            settings.stage,
+            parts.method.as_str(),
+            parts.uri.path().trim_start_matches('/')
+        )
+    }
+}
+
+fn set_identity(event: &mut Value, field: &str, value: &str) {
+    if let Some(identity) = event
+        .get_mut("requestContext")
+        .and_then(|context| context.get_mut("identity"))
+        .and_then(Value::as_object_mut)
+    {
+        identity.insert(field.to_owned(), Value::String(value.to_owned()));
+    }
+}
+
 fn proxy_event(
+    settings: &ApiSettings,
     route: &Route,
-    method: &Method,
-    path: &str,
-    query: Option<&str>,
-    headers: &HeaderMap,
+    parts: &Parts,
     path_parameters: Map<String, Value>,
     body: &[u8],
     request_id: &str,
 ) -> Value {
+    let (method, path, query, headers) = (
+        &parts.method,
+        parts.uri.path(),
+        parts.uri.query(),
+        &parts.headers,
+    );
     let mut single = Map::new();
     let mut multi: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for (name, value) in headers {
@@ -171,7 +465,13 @@ fn proxy_event(
             true,
         ),
     };
-    let now = time::OffsetDateTime::now_utc();
+    let request_time_epoch_ms = settings
+        .clock
+        .now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default();
+    let stage = &settings.stage;
     json!({
         "resource": route.template,
         "path": path,
@@ -183,14 +483,14 @@ fn proxy_event(
         "pathParameters": if path_parameters.is_empty() { Value::Null } else { Value::Object(path_parameters) },
         "stageVariables": Value::Null,
         "requestContext": {
-            "accountId": "000000000000",
-            "apiId": "local",
+            "accountId": settings.account_id,
+            "apiId": LOCAL_REST_API_ID,
             "resourcePath": route.template,
             "httpMethod": method.as_str(),
-            "path": format!("/{STAGE}{path}"),
-            "stage": STAGE,
+            "path": format!("/{stage}{path}"),
+            "stage": stage,
             "requestId": request_id,
-            "requestTimeEpoch": now.unix_timestamp() * 1000 + i64::from(now.millisecond()),
+            "requestTimeEpoch": request_time_epoch_ms,
             "protocol": "HTTP/1.1",
             "identity": {"sourceIp": "127.0.0.1", "userAgent": single.get("user-agent").cloned().unwrap_or(Value::Null)},
         },
@@ -362,9 +662,9 @@ mod tests {
             memory_mb: 128,
             environment: BTreeMap::new(),
             api_routes: vec![
-                ("POST".into(), "/payments".into()),
-                ("GET".into(), "/payments/{paymentId}".into()),
-                ("GET".into(), "/payments".into()),
+                ApiRoute::open("post", "/payments"),
+                ApiRoute::open("GET", "/payments/{paymentId}"),
+                ApiRoute::open("GET", "/payments"),
             ],
             schedules: Vec::new(),
         }
@@ -375,7 +675,10 @@ mod tests {
             events: Mutex::new(Vec::new()),
             reply,
         });
-        (router(&[spec()], recorder.clone()), recorder)
+        (
+            router(ApiSettings::open(&[spec()]), recorder.clone()),
+            recorder,
+        )
     }
 
     #[tokio::test]

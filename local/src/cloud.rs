@@ -19,10 +19,11 @@ use tokio::sync::oneshot;
 
 use crate::asl::{Clock, SystemClock};
 use crate::dynamo::{self, EmbeddedDynamo};
+use crate::issuer::Issuer;
 use crate::lambda::{InvokeError, LambdaConfig, LambdaService};
 use crate::sfn::{LambdaTaskRunner, StepFunctions, StepFunctionsApi};
 use crate::template::{Context, Template};
-use crate::{FunctionInvoker, InvokeFailure, apigw, edge};
+use crate::{FunctionInvoker, InvokeFailure, api_client, apigw, edge, issuer};
 
 /// The API key the mock gateway requires and the functions send, locally.
 pub const LOCAL_GATEWAY_API_KEY: &str = "local-gateway-key";
@@ -66,6 +67,8 @@ pub struct Endpoints {
     pub edge: String,
     pub api: String,
     pub gateway: String,
+    /// The end users' token issuer (`iss`), served by the edge.
+    pub issuer: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,8 @@ pub enum CloudError {
     Io(String),
     #[error("mock gateway: {0}")]
     Gateway(String),
+    #[error("local issuer: {0}")]
+    Issuer(#[from] crate::issuer::IssuerError),
 }
 
 fn io(context: &str) -> impl Fn(std::io::Error) -> CloudError + '_ {
@@ -123,7 +128,12 @@ impl FunctionInvoker for LambdaInvoker {
 
 pub struct LocalCloud {
     pub endpoints: Endpoints,
+    /// The template as it runs: parameter overrides applied, and the local
+    /// issuer in the authorizer's environment ([`use_local_issuer`]).
     pub template: Template,
+    /// Mints end users' tokens in process (tests); tools use
+    /// [`crate::issuer::TOKEN_PATH`] on the edge.
+    pub issuer: Arc<Issuer>,
     pub lambda: Arc<LambdaService>,
     pub step_functions: Arc<StepFunctions>,
     dynamo: Option<EmbeddedDynamo>,
@@ -133,7 +143,19 @@ pub struct LocalCloud {
 }
 
 impl LocalCloud {
-    pub async fn start(mut options: Options) -> Result<Self, CloudError> {
+    /// Starts the cloud with the template's parameter defaults (and the
+    /// local cloud's own, [`crate::template::LOCAL_PARAMETER_OVERRIDES`]).
+    pub async fn start(options: Options) -> Result<Self, CloudError> {
+        Self::start_with_parameters(options, BTreeMap::new()).await
+    }
+
+    /// Starts the cloud with template parameter overrides, as SAM's
+    /// `--parameter-overrides Name=Value …` (e.g. `ClientRateLimit=2`); each
+    /// must name a parameter of the template.
+    pub async fn start_with_parameters(
+        mut options: Options,
+        parameter_overrides: BTreeMap<String, String>,
+    ) -> Result<Self, CloudError> {
         std::fs::create_dir_all(&options.data_dir)
             .map_err(io("cannot create the data directory"))?;
         // Children run with their own working directory: hand them absolute paths.
@@ -145,17 +167,21 @@ impl LocalCloud {
             *path = std::fs::canonicalize(&*path)
                 .map_err(|err| CloudError::Io(format!("{}: {err}", path.display())))?;
         }
-        let template = Template::load(&options.root.join("template.yml"), Context::default())?;
+        let context = Context::default().with_parameters(parameter_overrides);
+        let mut template = Template::load(&options.root.join("template.yml"), context)?;
         let log_dir = options.data_dir.join("logs");
         std::fs::create_dir_all(&log_dir).map_err(io("cannot create the logs directory"))?;
         let edge_listener = bind(options.edge_port).await?;
         let api_listener = bind(options.api_port).await?;
         let edge_address = local_address(&edge_listener)?;
         let api_address = local_address(&api_listener)?;
+        let issuer = Arc::new(Issuer::generate(issuer::issuer_url(edge_address.port()))?);
+        use_local_issuer(&mut template, &issuer, edge_address.port());
 
         let dynamo = start_dynamo(&options).await?;
         let client = dynamo::client(dynamo.endpoint());
         dynamo::create_tables(&client, &template.tables).await?;
+        api_client::seed(&client, &template).await?;
 
         let gateway_port = if options.gateway_port == 0 {
             free_port().await?
@@ -168,6 +194,7 @@ impl LocalCloud {
             edge: format!("http://{edge_address}"),
             api: format!("http://{api_address}"),
             gateway: format!("http://127.0.0.1:{gateway_port}"),
+            issuer: issuer.url().to_owned(),
         };
 
         let lambda_config = LambdaConfig {
@@ -194,7 +221,8 @@ impl LocalCloud {
             dynamo.endpoint(),
             Arc::new(StepFunctionsApi(Arc::clone(&step_functions))),
             crate::lambda::invoke_routes(Arc::clone(&lambda))
-                .merge(crate::lambda::admin_routes(Arc::clone(&lambda))),
+                .merge(crate::lambda::admin_routes(Arc::clone(&lambda)))
+                .merge(issuer::routes(Arc::clone(&issuer), api_client::listing())),
         );
         let schedules = if options.schedules {
             crate::schedule::start(
@@ -205,7 +233,9 @@ impl LocalCloud {
         } else {
             Vec::new()
         };
-        let api_router = apigw::router(&template.functions, invoker);
+        let api_settings = apigw::ApiSettings::from_template(&template)
+            .with_usage_keys(api_client::usage_keys(&template)?);
+        let api_router = apigw::router(api_settings, invoker);
         let servers = vec![
             serve(edge_listener, edge_router),
             serve(api_listener, api_router),
@@ -213,6 +243,7 @@ impl LocalCloud {
         Ok(Self {
             endpoints,
             template,
+            issuer,
             lambda,
             step_functions,
             dynamo: Some(dynamo),
@@ -249,6 +280,33 @@ impl LocalCloud {
     }
 }
 
+/// The one local deviation from the template's functions (Cognito is not
+/// emulated): the API's authorizer functions verify end users' tokens against
+/// the local issuer ([`crate::issuer`]) instead of a Cognito user pool — its
+/// `JWT_ISSUER` and `JWKS_URL` replace the template's. Their audience, and
+/// everything else, is the template's (with
+/// [`crate::template::LOCAL_PARAMETER_OVERRIDES`]).
+fn use_local_issuer(template: &mut Template, issuer: &Issuer, edge_port: u16) {
+    let authorizers: Vec<String> = template
+        .api
+        .iter()
+        .flat_map(|api| api.authorizers.values())
+        .map(|authorizer| authorizer.function_name.clone())
+        .collect();
+    for function in template
+        .functions
+        .iter_mut()
+        .filter(|f| authorizers.contains(&f.function_name))
+    {
+        function
+            .environment
+            .insert(issuer::ENV_JWT_ISSUER.to_owned(), issuer.url().to_owned());
+        function
+            .environment
+            .insert(issuer::ENV_JWKS_URL.to_owned(), issuer::jwks_url(edge_port));
+    }
+}
+
 /// What every function gets on top of the template's environment: the local
 /// AWS endpoint (so the SDKs talk to this cloud), dummy credentials, and the
 /// mock gateway's URL and key (the key replaces the SSM lookup locally).
@@ -260,8 +318,14 @@ fn function_environment(
         ("AWS_ENDPOINT_URL".to_owned(), endpoints.edge.clone()),
         ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
         ("AWS_DEFAULT_REGION".to_owned(), "us-east-1".to_owned()),
-        ("AWS_ACCESS_KEY_ID".to_owned(), "local".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY".to_owned(), "local".to_owned()),
+        (
+            "AWS_ACCESS_KEY_ID".to_owned(),
+            crate::LOCAL_ACCESS_KEY_ID.to_owned(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_owned(),
+            crate::LOCAL_SECRET_ACCESS_KEY.to_owned(),
+        ),
         ("GATEWAY_URL".to_owned(), endpoints.gateway.clone()),
         (
             "GATEWAY_API_KEY".to_owned(),

@@ -27,6 +27,8 @@ pub enum DynamoError {
     },
     #[error("cannot create table {table}: {message}")]
     CreateTable { table: String, message: String },
+    #[error("cannot seed table {table}: {message}")]
+    Seed { table: String, message: String },
 }
 
 /// A running embedded engine. Stops when [`EmbeddedDynamo::stop`] is called
@@ -100,8 +102,8 @@ pub fn client(endpoint: &str) -> Client {
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new(
-            "local",
-            "local",
+            crate::LOCAL_ACCESS_KEY_ID,
+            crate::LOCAL_SECRET_ACCESS_KEY,
             None,
             None,
             "local-cloud",

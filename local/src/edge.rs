@@ -14,6 +14,9 @@
 //!      -d '{"match":{"action":"DEBIT","userId":"demo_user"}}'
 //! curl -s -XPOST localhost:4566/_local/lambda/functions/local-wallet-service/kill-busy-instance
 //! ```
+//!
+//! and the local issuer of end users' tokens, with the local service
+//! clients' keys, under `/local-issuer/` ([`crate::issuer`]).
 
 use std::sync::Arc;
 
@@ -66,11 +69,12 @@ struct EdgeState {
     dynamo_stats: Arc<DynamoStats>,
 }
 
-/// The edge router; `lambda` carries the Lambda REST API routes.
+/// The edge router; `routes` carries the other services' (the Lambda REST
+/// API, the local issuer). Browsers are refused on every route.
 pub fn router(
     dynamo_endpoint: &str,
     step_functions: Arc<dyn JsonService>,
-    lambda: Router,
+    routes: Router,
 ) -> Router {
     let state = EdgeState {
         dynamo_endpoint: Arc::from(dynamo_endpoint),
@@ -84,7 +88,7 @@ pub fn router(
         .route("/_local/dynamodb/stats", get(dynamo_stats))
         .with_state(state);
     json_protocol
-        .merge(lambda)
+        .merge(routes)
         .layer(axum::middleware::from_fn(refuse_browsers))
 }
 
@@ -318,6 +322,45 @@ mod tests {
         // AND the same without Origin gets through to the services
         let (status, _) = call("AWSStepFunctions.DescribeExecution", "{}").await;
         assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn the_issuer_serves_tools_and_refuses_browsers_too() {
+        // GIVEN the edge with the local issuer's routes
+        let issuer = crate::issuer::Issuer::generate("http://localhost:4566/local-issuer").unwrap();
+        let routes = crate::issuer::routes(Arc::new(issuer), crate::api_client::listing());
+        let app = router("http://127.0.0.1:9", Arc::new(Echo), routes);
+        let token = |origin: Option<&str>| {
+            let mut request = Request::post(crate::issuer::TOKEN_PATH);
+            if let Some(origin) = origin {
+                request = request.header("origin", origin);
+            }
+            request.body(Body::from(r#"{"sub":"alice"}"#)).unwrap()
+        };
+        // WHEN a page asks for a token THEN it is refused
+        let response = app
+            .clone()
+            .oneshot(token(Some("https://example.com")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        // AND a tool gets one, the JWKS and the clients
+        let response = app.clone().oneshot(token(None)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        for path in [crate::issuer::JWKS_PATH, crate::issuer::CLIENTS_PATH] {
+            let response = app
+                .clone()
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+        }
+        let request = Request::get(crate::issuer::CLIENTS_PATH)
+            .header("origin", "https://example.com")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
     }
 
     #[tokio::test]

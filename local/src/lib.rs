@@ -6,16 +6,26 @@
 use async_trait::async_trait;
 use serde_json::Value;
 
+pub mod api_client;
 pub mod apigw;
 /// The ASL interpreter (its own crate, shared with the fault simulator).
 pub use ::asl;
 pub mod cloud;
 pub mod dynamo;
 pub mod edge;
+pub mod issuer;
 pub mod lambda;
 pub mod schedule;
 pub mod sfn;
 pub mod template;
+
+/// The local cloud's one IAM principal: the credentials its functions get
+/// and the README's AWS CLI examples use, and the only pair the API's
+/// `AWS_IAM` routes accept ([`apigw`]).
+pub const LOCAL_ACCESS_KEY_ID: &str = "local";
+pub const LOCAL_SECRET_ACCESS_KEY: &str = "local";
+/// That principal's IAM user name (`arn:aws:iam::<account>:user/local`).
+pub const LOCAL_IAM_USER_NAME: &str = "local";
 
 /// A function invocation failed: the function's own `errorType` and message,
 /// or the runtime's (`Sandbox.Timedout`, `Runtime.ExitError`, ...).

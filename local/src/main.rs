@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use local::cloud::{LocalCloud, Options, summary};
+use local::template::parse_parameter_override;
 
 /// The Docker-free local cloud of the payment saga.
 #[derive(Debug, Parser)]
@@ -45,6 +46,10 @@ struct Args {
     /// Do not run the template's schedules (the reconciler every 5 minutes).
     #[arg(long, env = "NO_SCHEDULES")]
     no_schedules: bool,
+    /// Template parameter values over their defaults, as SAM's
+    /// (`--parameter-overrides ClientRateLimit=2 ClientBurstLimit=2`).
+    #[arg(long, env = "PARAMETER_OVERRIDES", value_name = "NAME=VALUE", num_args = 1.., value_delimiter = ' ')]
+    parameter_overrides: Vec<String>,
 }
 
 #[tokio::main]
@@ -55,6 +60,18 @@ async fn main() -> std::process::ExitCode {
         .init();
     let args = Args::parse();
     let data_dir = args.data_dir.clone();
+    let mut parameter_overrides = std::collections::BTreeMap::new();
+    for text in args.parameter_overrides.iter().filter(|t| !t.is_empty()) {
+        match parse_parameter_override(text) {
+            Ok((name, value)) => {
+                parameter_overrides.insert(name, value);
+            }
+            Err(err) => {
+                eprintln!("local cloud failed to start: {err}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
     let options = Options {
         root: args.root,
         data_dir: args.data_dir,
@@ -69,7 +86,7 @@ async fn main() -> std::process::ExitCode {
         function_env: std::collections::BTreeMap::new(),
         schedules: !args.no_schedules,
     };
-    let cloud = match LocalCloud::start(options).await {
+    let cloud = match LocalCloud::start_with_parameters(options, parameter_overrides).await {
         Ok(cloud) => cloud,
         Err(err) => {
             eprintln!("local cloud failed to start: {err}");
@@ -79,8 +96,8 @@ async fn main() -> std::process::ExitCode {
     let state = summary(&cloud);
     let _ = std::fs::write(data_dir.join("endpoints.json"), format!("{state:#}\n"));
     println!(
-        "local cloud ready: edge {} · api {} · gateway {}",
-        cloud.endpoints.edge, cloud.endpoints.api, cloud.endpoints.gateway
+        "local cloud ready: edge {} · api {} · gateway {} · issuer {}",
+        cloud.endpoints.edge, cloud.endpoints.api, cloud.endpoints.gateway, cloud.endpoints.issuer
     );
     wait_for_signal().await;
     eprintln!("local cloud stopping");

@@ -1,6 +1,6 @@
-//! Reads `template.yml`, the single source of truth for tables (and, as the
-//! local cloud grows, functions, the state machine and the API), so that local
-//! and AWS cannot drift apart. Supports the intrinsic functions the template
+//! Reads `template.yml`, the single source of truth for tables, functions,
+//! state machines and the API (routes, their authentication, usage plans), so
+//! that local and AWS cannot drift apart. Supports the intrinsic functions the template
 //! uses (`!Ref`, `!Sub`, `!GetAtt` and their long forms); anything else in a
 //! place the local cloud needs is an error, never silently ignored.
 
@@ -8,6 +8,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_yaml_ng::Value;
+
+mod api;
+
+pub(crate) use api::{parse_throttle, thousandths};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -32,7 +36,27 @@ pub struct Context {
     pub stack_name: String,
     pub region: String,
     pub account_id: String,
+    /// Parameter values that win over the template's `Default`s, in `!Ref`,
+    /// `${Param}` and the conditions (SAM's `--parameter-overrides`). Each
+    /// must name a declared parameter, except the local cloud's own
+    /// ([`LOCAL_PARAMETER_OVERRIDES`]), which apply where declared.
+    pub parameters: BTreeMap<String, String>,
 }
+
+/// The physical id `!Ref` gives the template's `AWS::Serverless::Api`
+/// locally (`requestContext.apiId`, the `methodArn`).
+pub const LOCAL_REST_API_ID: &str = "local";
+
+/// The parameters the local cloud always sets: an existing "user pool"
+/// (the local issuer, [`crate::issuer`]) instead of the Cognito pool the
+/// template would create. With them `CreateUserPool` is false, so no Cognito
+/// resource is referenced and the authorizer's `JWT_AUDIENCE` is the local
+/// issuer's audience. Cognito is not emulated: this, and the issuer URL the
+/// authorizer gets ([`crate::cloud`]), are the only local deviations.
+pub const LOCAL_PARAMETER_OVERRIDES: [(&str, &str); 2] = [
+    ("UserPoolId", crate::issuer::LOCAL_USER_POOL_ID),
+    ("UserPoolClientId", crate::issuer::LOCAL_AUDIENCE),
+];
 
 impl Default for Context {
     fn default() -> Self {
@@ -40,7 +64,34 @@ impl Default for Context {
             stack_name: "local".into(),
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
+            parameters: LOCAL_PARAMETER_OVERRIDES
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
         }
+    }
+}
+
+impl Context {
+    /// This context with `overrides` over its parameters (the last wins).
+    pub fn with_parameters(
+        mut self,
+        overrides: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        self.parameters.extend(overrides);
+        self
+    }
+}
+
+/// `Name=Value`, one entry of `--parameter-overrides` (SAM's short form).
+pub fn parse_parameter_override(text: &str) -> Result<(String, String), TemplateError> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(invalid(format!(
+            "parameter override `{text}`: expected Name=Value"
+        ))),
     }
 }
 
@@ -93,8 +144,9 @@ pub struct FunctionSpec {
     pub memory_mb: u32,
     /// Globals plus the function's own variables, intrinsics resolved.
     pub environment: BTreeMap<String, String>,
-    /// `Events` of type `Api`: (method upper-case, path like `/payments/{paymentId}`).
-    pub api_routes: Vec<(String, String)>,
+    /// `Events` of type `Api`, each with the authentication API Gateway
+    /// applies to it.
+    pub api_routes: Vec<ApiRoute>,
     /// `Events` of type `Schedule` / `ScheduleV2`, which the local cloud runs.
     pub schedules: Vec<ScheduleSpec>,
 }
@@ -107,6 +159,143 @@ pub struct ScheduleSpec {
     pub period: std::time::Duration,
     /// The event's `Input` (JSON text), `{}` when absent.
     pub input: String,
+}
+
+/// One `Api` event of a function: a method on a path, and how API Gateway
+/// authenticates it (the event's `Auth`, else its API's defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiRoute {
+    /// Upper-case (`POST`), or `ANY`.
+    pub method: String,
+    /// A resource path like `/payments/{paymentId}`.
+    pub path: String,
+    pub auth: RouteAuth,
+    /// A usage plan key is needed (`Auth.ApiKeyRequired`).
+    pub api_key_required: bool,
+}
+
+impl ApiRoute {
+    /// A route with no authorizer and no API key (an implicit API's).
+    pub fn open(method: &str, path: &str) -> Self {
+        Self {
+            method: method.to_uppercase(),
+            path: path.to_owned(),
+            auth: RouteAuth::None,
+            api_key_required: false,
+        }
+    }
+}
+
+/// Who API Gateway lets through to a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAuth {
+    /// `Authorizer: NONE`: anyone.
+    None,
+    /// `Authorizer: AWS_IAM`: SigV4-signed requests.
+    Iam,
+    /// A Lambda REQUEST authorizer of the API.
+    LambdaAuthorizer(LambdaAuthorizerSpec),
+}
+
+/// One entry of an API's `Auth.Authorizers`: a Lambda REQUEST authorizer
+/// (`FunctionPayloadType: REQUEST`, the only kind supported locally).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LambdaAuthorizerSpec {
+    /// Its name under `Auth.Authorizers`.
+    pub name: String,
+    /// The function `FunctionArn` names.
+    pub function_name: String,
+    /// `Identity.Headers`: a request without one of them is refused (401)
+    /// before the authorizer is invoked.
+    pub identity_headers: Vec<String>,
+    /// `Identity.QueryStrings`, likewise.
+    pub identity_query_strings: Vec<String>,
+}
+
+/// Where API Gateway takes a request's usage plan key from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiKeySource {
+    /// The `x-api-key` header (API Gateway's default).
+    Header,
+    /// The authorizer's `usageIdentifierKey`.
+    Authorizer,
+}
+
+/// One `GatewayResponses` entry: what API Gateway answers for a response
+/// type (`THROTTLED`, `UNAUTHORIZED`, `DEFAULT_4XX`…) instead of its default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayResponseSpec {
+    /// `StatusCode`; `None` keeps the type's default status.
+    pub status_code: Option<u16>,
+    /// `ResponseParameters.Headers`, each a quoted literal (`"'1'"`), unquoted.
+    pub headers: Vec<(String, String)>,
+    /// `ResponseTemplates` `application/json`; `None` keeps the default body.
+    pub json_template: Option<String>,
+}
+
+/// The template's `AWS::Serverless::Api` (at most one: the local cloud
+/// serves one API, on one port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSpec {
+    pub logical_id: String,
+    /// `StageName`, resolved.
+    pub stage_name: String,
+    /// `ApiKeySourceType`.
+    pub api_key_source: ApiKeySource,
+    /// `Auth.Authorizers` (Lambda REQUEST authorizers), by name.
+    pub authorizers: BTreeMap<String, LambdaAuthorizerSpec>,
+    /// `Auth.DefaultAuthorizer` for routes whose `Auth` names none.
+    pub default_auth: RouteAuth,
+    /// `Auth.ApiKeyRequired` for routes whose `Auth` does not say.
+    pub api_key_required: bool,
+    /// `GatewayResponses`, by response type.
+    pub gateway_responses: BTreeMap<String, GatewayResponseSpec>,
+}
+
+/// A usage plan's `Throttle`, in integers: requests per second in
+/// thousandths (`RateLimit` may be fractional, e.g. 0.5), burst in requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttle {
+    pub rate_millirequests_per_second: u64,
+    pub burst_requests: u64,
+}
+
+/// An API stage a usage plan applies to (`ApiStages`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiStage {
+    pub api_id: String,
+    pub stage: String,
+}
+
+/// One `AWS::ApiGateway::UsagePlan`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsagePlanSpec {
+    pub logical_id: String,
+    /// `UsagePlanName`, resolved (the logical id when absent).
+    pub name: String,
+    /// `None`: not throttled by the plan.
+    pub throttle: Option<Throttle>,
+    pub api_stages: Vec<ApiStage>,
+}
+
+impl UsagePlanSpec {
+    /// Whether the plan applies to `stage` of the API `api_id`.
+    pub fn covers(&self, api_id: &str, stage: &str) -> bool {
+        self.api_stages
+            .iter()
+            .any(|s| s.api_id == api_id && s.stage == stage)
+    }
+}
+
+/// An API key attached to a usage plan (`AWS::ApiGateway::ApiKey` +
+/// `AWS::ApiGateway::UsagePlanKey`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageKeySpec {
+    /// The key's id (`requestContext.identity.apiKeyId`): its logical id.
+    pub key_id: String,
+    /// `Enabled`; a disabled key is refused (403).
+    pub enabled: bool,
+    pub plan: UsagePlanSpec,
 }
 
 /// One `AWS::Serverless::StateMachine` resource.
@@ -126,6 +315,10 @@ pub struct Template {
     pub tables: Vec<TableSpec>,
     pub functions: Vec<FunctionSpec>,
     pub state_machines: Vec<StateMachineSpec>,
+    /// The `AWS::Serverless::Api`, if the template declares one.
+    pub api: Option<ApiSpec>,
+    /// Usage plan keys by key value: each key's plan and throttle.
+    pub usage_keys: BTreeMap<String, UsageKeySpec>,
     /// Physical names of functions and state machines, known before anything
     /// that refers to them is resolved.
     names: BTreeMap<String, (ResourceKind, String)>,
@@ -154,12 +347,17 @@ impl Template {
             tables: Vec::new(),
             functions: Vec::new(),
             state_machines: Vec::new(),
+            api: None,
+            usage_keys: BTreeMap::new(),
             names: BTreeMap::new(),
         };
+        template.check_parameters()?;
         template.tables = template.read_tables()?;
         template.names = template.read_names()?;
+        template.api = template.read_api()?;
         template.functions = template.read_functions()?;
         template.state_machines = template.read_state_machines()?;
+        template.usage_keys = template.read_usage_keys()?;
         Ok(template)
     }
 
@@ -280,7 +478,7 @@ impl Template {
                 .map(|(_, n)| n.clone())
                 .unwrap_or_default();
             functions.push(FunctionSpec {
-                api_routes: api_routes(props),
+                api_routes: self.api_routes(props, &logical_id)?,
                 schedules: schedules(props, &logical_id)?,
                 timeout_seconds: number("Timeout", 3)?,
                 memory_mb: number("MemorySize", 128)?,
@@ -343,7 +541,9 @@ impl Template {
             let logical_id = logical_id
                 .as_str()
                 .ok_or_else(|| invalid("non-string resource id"))?;
-            if resource.get("Type").and_then(Value::as_str) == Some("AWS::DynamoDB::Table") {
+            if resource.get("Type").and_then(Value::as_str) == Some("AWS::DynamoDB::Table")
+                && self.condition_holds(resource)?
+            {
                 tables.push(self.read_table(logical_id, resource)?);
             }
         }
@@ -499,7 +699,21 @@ impl Template {
     fn intrinsic(&self, name: &str, argument: &Value) -> Result<String, TemplateError> {
         match (name, argument) {
             ("Ref", Value::String(target)) => self.reference(target),
-            ("Sub", Value::String(pattern)) => self.substitute(pattern),
+            ("Sub", Value::String(pattern)) => self.substitute(pattern, &BTreeMap::new()),
+            ("Sub", Value::Sequence(parts)) => match parts.as_slice() {
+                [Value::String(pattern), Value::Mapping(declared)] => {
+                    let mut variables = BTreeMap::new();
+                    for (name, value) in declared {
+                        let name = name
+                            .as_str()
+                            .ok_or_else(|| invalid("!Sub: non-string variable name"))?;
+                        variables.insert(name.to_owned(), self.resolve(value)?);
+                    }
+                    self.substitute(pattern, &variables)
+                }
+                [Value::String(pattern)] => self.substitute(pattern, &BTreeMap::new()),
+                _ => Err(invalid("!Sub takes a string or [string, {Var: value}]")),
+            },
             ("GetAtt", Value::String(path)) => self.attribute(path),
             ("If", Value::Sequence(arms)) => match arms.as_slice() {
                 [Value::String(condition), then, otherwise] => {
@@ -524,6 +738,10 @@ impl Template {
             "AWS::Region" => Ok(self.context.region.clone()),
             "AWS::AccountId" => Ok(self.context.account_id.clone()),
             _ => {
+                // SAM's `!Ref MyApi.Stage`: the stage name of that API.
+                if let Some((logical_id, "Stage")) = target.split_once('.') {
+                    return self.api_stage_name(logical_id);
+                }
                 if let Some(table) = self.tables.iter().find(|t| t.logical_id == target) {
                     return Ok(table.table_name.clone());
                 }
@@ -534,15 +752,122 @@ impl Template {
                     }
                     None => {}
                 }
-                let parameter = self.root.get("Parameters").and_then(|p| p.get(target));
-                match parameter.and_then(|p| p.get("Default")) {
-                    Some(default) => self.resolve(default),
-                    None => Err(invalid(format!(
-                        "!Ref {target}: not a table or a parameter with a default"
+                if self.declared_parameter(target).is_some() {
+                    return self.parameter(target);
+                }
+                match self.resource_type(target) {
+                    Some("AWS::Serverless::Api") => Ok(LOCAL_REST_API_ID.to_owned()),
+                    // Their ids, locally, are their logical ids.
+                    Some("AWS::ApiGateway::ApiKey" | "AWS::ApiGateway::UsagePlan") => {
+                        Ok(target.to_owned())
+                    }
+                    Some(kind) if kind.starts_with("AWS::Cognito::") => Err(invalid(format!(
+                        "!Ref {target}: {kind} is not run locally (Cognito is not emulated: the \
+                         local cloud sets UserPoolId and UserPoolClientId to its own issuer)"
+                    ))),
+                    _ => Err(invalid(format!(
+                        "!Ref {target}: not a table, function, state machine, API or parameter"
                     ))),
                 }
             }
         }
+    }
+
+    fn declared_parameter(&self, name: &str) -> Option<&Value> {
+        self.root.get("Parameters").and_then(|p| p.get(name))
+    }
+
+    /// A parameter's value: its override, else its `Default`.
+    pub fn parameter(&self, name: &str) -> Result<String, TemplateError> {
+        let declaration = self
+            .declared_parameter(name)
+            .ok_or_else(|| invalid(format!("no parameter {name}")))?;
+        if let Some(value) = self.context.parameters.get(name) {
+            return Ok(value.clone());
+        }
+        match declaration.get("Default") {
+            Some(default) => self.resolve(default),
+            None => Err(invalid(format!(
+                "parameter {name} has no Default and no override"
+            ))),
+        }
+    }
+
+    /// Every override names a declared parameter (the local cloud's own
+    /// apply only where declared) and fits its `AllowedValues` and, for a
+    /// `Number`, its `MinValue` / `MaxValue`. (`AllowedPattern` is left to
+    /// `make validate-template`: no regex engine here.)
+    fn check_parameters(&self) -> Result<(), TemplateError> {
+        for (name, value) in &self.context.parameters {
+            let Some(declaration) = self.declared_parameter(name) else {
+                if LOCAL_PARAMETER_OVERRIDES
+                    .iter()
+                    .any(|(local, _)| local == name)
+                {
+                    continue;
+                }
+                return Err(invalid(format!(
+                    "parameter override {name}: the template declares no such parameter"
+                )));
+            };
+            let refused = |why: String| invalid(format!("parameter {name}={value}: {why}"));
+            if let Some(allowed) = declaration
+                .get("AllowedValues")
+                .and_then(Value::as_sequence)
+            {
+                let allowed = allowed
+                    .iter()
+                    .map(|v| self.resolve(v))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if !allowed.contains(value) {
+                    return Err(refused(format!("not one of {allowed:?}")));
+                }
+            }
+            if declaration.get("Type").and_then(Value::as_str) != Some("Number") {
+                continue;
+            }
+            let number = thousandths(value).ok_or_else(|| refused("not a Number".into()))?;
+            for (bound, below) in [("MinValue", true), ("MaxValue", false)] {
+                let Some(limit) = declaration.get(bound) else {
+                    continue;
+                };
+                let limit = thousandths(&self.resolve(limit)?)
+                    .ok_or_else(|| invalid(format!("parameter {name}: {bound} is not a number")))?;
+                if (below && number < limit) || (!below && number > limit) {
+                    return Err(refused(format!("outside its {bound}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn resource(&self, logical_id: &str) -> Option<&Value> {
+        self.root
+            .get("Resources")
+            .and_then(|resources| resources.get(logical_id))
+    }
+
+    fn resource_type(&self, logical_id: &str) -> Option<&str> {
+        self.resource(logical_id)
+            .and_then(|r| r.get("Type"))
+            .and_then(Value::as_str)
+    }
+
+    /// The `StageName` of the `AWS::Serverless::Api` `logical_id`.
+    fn api_stage_name(&self, logical_id: &str) -> Result<String, TemplateError> {
+        let resource = self
+            .resource(logical_id)
+            .filter(|_| self.resource_type(logical_id) == Some("AWS::Serverless::Api"))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "!Ref {logical_id}.Stage: not an AWS::Serverless::Api"
+                ))
+            })?;
+        let stage = resource
+            .get("Properties")
+            .and_then(|p| p.get("StageName"))
+            .ok_or_else(|| invalid(format!("{logical_id}: no StageName")))?;
+        self.resolve(stage)
     }
 
     fn attribute(&self, path: &str) -> Result<String, TemplateError> {
@@ -564,7 +889,13 @@ impl Template {
         }
     }
 
-    fn substitute(&self, pattern: &str) -> Result<String, TemplateError> {
+    /// `${Name}`, `${Resource.Attribute}` and `${!Literal}` (which stays
+    /// `${Literal}`); `variables` (the list form's map) win over the rest.
+    fn substitute(
+        &self,
+        pattern: &str,
+        variables: &BTreeMap<String, String>,
+    ) -> Result<String, TemplateError> {
         let mut out = String::new();
         let mut rest = pattern;
         while let Some(start) = rest.find("${") {
@@ -574,37 +905,23 @@ impl Template {
                 .find('}')
                 .ok_or_else(|| invalid(format!("!Sub {pattern}: unclosed ${{")))?;
             let name = &after[..end];
-            match name.split_once('.') {
-                Some(_) => out.push_str(&self.attribute(name)?),
-                None => out.push_str(&self.reference(name)?),
+            if let Some(literal) = name.strip_prefix('!') {
+                out.push_str("${");
+                out.push_str(literal);
+                out.push('}');
+            } else if let Some(value) = variables.get(name) {
+                out.push_str(value);
+            } else {
+                match name.split_once('.') {
+                    Some(_) => out.push_str(&self.attribute(name)?),
+                    None => out.push_str(&self.reference(name)?),
+                }
             }
             rest = &after[end + 1..];
         }
         out.push_str(rest);
         Ok(out)
     }
-}
-
-/// The `Api` events of a function: (METHOD, /path).
-fn api_routes(props: &Value) -> Vec<(String, String)> {
-    let events = props.get("Events").and_then(Value::as_mapping);
-    let mut routes = Vec::new();
-    for (_, event) in events.into_iter().flatten() {
-        if event.get("Type").and_then(Value::as_str) != Some("Api") {
-            continue;
-        }
-        let properties = event.get("Properties");
-        let path = properties
-            .and_then(|p| p.get("Path"))
-            .and_then(Value::as_str);
-        let method = properties
-            .and_then(|p| p.get("Method"))
-            .and_then(Value::as_str);
-        if let (Some(path), Some(method)) = (path, method) {
-            routes.push((method.to_uppercase(), path.to_owned()));
-        }
-    }
-    routes
 }
 
 /// The `Schedule` / `ScheduleV2` events of a function.
@@ -721,13 +1038,25 @@ fn key_schema(value: &Value, owner: &str) -> Result<Vec<KeyElement>, TemplateErr
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
     fn repo_template() -> Template {
+        repo_template_with(Context::default()).expect("template.yml parses")
+    }
+
+    fn repo_template_with(context: Context) -> Result<Template, TemplateError> {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yml");
-        Template::load(&path, Context::default()).expect("template.yml parses")
+        Template::load(&path, context)
+    }
+
+    fn overrides(pairs: &[(&str, &str)]) -> Context {
+        Context::default().with_parameters(
+            pairs
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+        )
     }
 
     #[test]
@@ -746,6 +1075,7 @@ mod tests {
             "RefundsTable",
             "IdempotencyTable",
             "CircuitBreakerTable",
+            "ApiClientsTable",
         ] {
             assert!(
                 names.contains(&expected),
@@ -790,6 +1120,9 @@ mod tests {
             "payments-adapter",
             "refund-service",
             "api-handler",
+            "operator-api",
+            "authorizer",
+            "reconciler",
         ] {
             assert!(
                 binaries.contains(&binary),
@@ -798,10 +1131,41 @@ mod tests {
         }
         let api = template.function("ApiHandlerFunction").unwrap();
         assert_eq!(api.function_name, "local-api-handler");
-        assert!(
-            api.api_routes
-                .contains(&("POST".to_owned(), "/payments".to_owned()))
-        );
+        let route = |function: &FunctionSpec, method: &str, path: &str| {
+            function
+                .api_routes
+                .iter()
+                .find(|r| r.method == method && r.path == path)
+                .cloned()
+                .unwrap_or_else(|| panic!("{method} {path} not a route of {}", function.logical_id))
+        };
+        // Client routes: the API's default authorizer and API key.
+        let create = route(api, "POST", "/payments");
+        let RouteAuth::LambdaAuthorizer(authorizer) = &create.auth else {
+            panic!("POST /payments: {:?}", create.auth);
+        };
+        assert_eq!(authorizer.name, "PrincipalAuthorizer");
+        assert_eq!(authorizer.function_name, "local-authorizer");
+        assert!(authorizer.identity_headers.is_empty());
+        assert!(create.api_key_required);
+        // Open routes: Authorizer NONE, no key.
+        for path in ["/health", "/webhooks/gateway"] {
+            let open = api.api_routes.iter().find(|r| r.path == path).unwrap();
+            assert_eq!(open.auth, RouteAuth::None, "{path}");
+            assert!(!open.api_key_required, "{path}");
+        }
+        // The credit route is the operator's: AWS_IAM, no key, not api-handler's.
+        let operator = template.function("OperatorApiFunction").unwrap();
+        let credit = route(operator, "POST", "/wallets/{userId}/credit");
+        assert_eq!(credit.auth, RouteAuth::Iam);
+        assert!(!credit.api_key_required);
+        // api-handler has the path only for its other methods (405).
+        let theirs = api
+            .api_routes
+            .iter()
+            .filter(|r| r.path.ends_with("/credit"));
+        assert!(theirs.clone().all(|r| r.method == "ANY"), "{api:?}");
+        assert_eq!(theirs.count(), 1);
         assert_eq!(api.environment["PAYMENTS_TABLE_NAME"], "local-payments");
         assert_eq!(
             api.environment["STATE_MACHINE_ARN"],
@@ -846,6 +1210,265 @@ mod tests {
         assert_eq!(seconds("rate(0 minutes)"), None);
         assert_eq!(seconds("rate(5 fortnights)"), None);
         assert_eq!(seconds("cron(0 12 * * ? *)"), None);
+    }
+
+    #[test]
+    fn reads_the_payment_apis_auth_and_gateway_responses() {
+        let template = repo_template();
+        let api = template.api.as_ref().unwrap();
+        assert_eq!(api.logical_id, "PaymentApi");
+        assert_eq!(api.stage_name, "dev");
+        assert_eq!(api.api_key_source, ApiKeySource::Authorizer);
+        assert!(api.api_key_required);
+        assert_eq!(
+            api.authorizers.keys().collect::<Vec<_>>(),
+            ["PrincipalAuthorizer"]
+        );
+        assert_eq!(
+            api.default_auth,
+            RouteAuth::LambdaAuthorizer(api.authorizers["PrincipalAuthorizer"].clone())
+        );
+        assert_eq!(
+            api.gateway_responses["THROTTLED"],
+            GatewayResponseSpec {
+                status_code: Some(429),
+                headers: vec![("Retry-After".to_owned(), "1".to_owned())],
+                json_template: Some(r#"{"message": "Too Many Requests"}"#.to_owned()),
+            }
+        );
+        // `!Ref PaymentApi.Stage` and `!Ref PaymentApi`, as the usage plan reads them.
+        let stage: Value = serde_yaml_ng::from_str("!Ref PaymentApi.Stage").unwrap();
+        assert_eq!(template.resolve(&stage).unwrap(), "dev");
+        let id: Value = serde_yaml_ng::from_str("!Ref PaymentApi").unwrap();
+        assert_eq!(template.resolve(&id).unwrap(), LOCAL_REST_API_ID);
+    }
+
+    #[test]
+    fn reads_the_end_users_usage_plan_and_key() {
+        let template = repo_template();
+        assert_eq!(
+            template.usage_keys.keys().collect::<Vec<_>>(),
+            ["end-users-local-usage-key"]
+        );
+        let key = &template.usage_keys["end-users-local-usage-key"];
+        assert_eq!(key.key_id, "EndUserUsageKey");
+        assert!(key.enabled);
+        assert_eq!(key.plan.name, "local-end-users");
+        assert_eq!(
+            key.plan.throttle,
+            Some(Throttle {
+                rate_millirequests_per_second: 100_000,
+                burst_requests: 200,
+            })
+        );
+        assert!(key.plan.covers(LOCAL_REST_API_ID, "dev"));
+        assert!(!key.plan.covers(LOCAL_REST_API_ID, "prod"));
+        // The authorizer names the same key, from its own !Sub.
+        let authorizer = template.function("AuthorizerFunction").unwrap();
+        assert_eq!(
+            authorizer.environment["END_USER_USAGE_KEY"],
+            "end-users-local-usage-key"
+        );
+    }
+
+    #[test]
+    fn the_local_parameters_make_the_authorizer_trust_the_local_pool() {
+        // GIVEN the local cloud's own overrides (UserPoolId, UserPoolClientId)
+        let template = repo_template();
+        let authorizer = template.function("AuthorizerFunction").unwrap();
+        // THEN !Sub's list form and !If resolve to the existing "pool", no Cognito resource
+        assert_eq!(
+            authorizer.environment["JWT_ISSUER"],
+            "https://cognito-idp.us-east-1.amazonaws.com/local-pool"
+        );
+        assert_eq!(authorizer.environment["JWT_AUDIENCE"], "payment-saga-local");
+        assert_eq!(
+            authorizer.environment["API_CLIENTS_TABLE_NAME"],
+            "local-api-clients"
+        );
+        // AND without them the template would create Cognito resources: refused
+        let bare = Context {
+            parameters: BTreeMap::new(),
+            ..Context::default()
+        };
+        let err = repo_template_with(bare).unwrap_err().to_string();
+        assert!(
+            err.contains("EndUserPool") && err.contains("Cognito"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn parameter_overrides_win_over_defaults_everywhere() {
+        // GIVEN overrides of a stage, a usage plan rate and the workflow type
+        let template = repo_template_with(overrides(&[
+            ("Stage", "prod"),
+            ("EndUserRateLimit", "1.5"),
+            ("EndUserBurstLimit", "3"),
+            ("WorkflowType", "EXPRESS"),
+        ]))
+        .unwrap();
+        // THEN !Ref reads them: the stage, the plan's throttle and stage
+        assert_eq!(template.api.as_ref().unwrap().stage_name, "prod");
+        let plan = &template.usage_keys["end-users-local-usage-key"].plan;
+        assert_eq!(
+            plan.throttle,
+            Some(Throttle {
+                rate_millirequests_per_second: 1_500,
+                burst_requests: 3,
+            })
+        );
+        assert!(plan.covers(LOCAL_REST_API_ID, "prod"));
+        assert_eq!(template.parameter("Stage").unwrap(), "prod");
+        assert_eq!(template.parameter("ClientRateLimit").unwrap(), "50");
+        // AND the conditions: EXPRESS loads the express saga instead
+        let machines: Vec<&str> = template
+            .state_machines
+            .iter()
+            .map(|m| m.logical_id.as_str())
+            .collect();
+        assert_eq!(
+            machines,
+            ["PaymentSagaExpressStateMachine", "RefundSagaStateMachine"]
+        );
+    }
+
+    #[test]
+    fn bad_parameter_overrides_are_refused() {
+        for (pairs, expected) in [
+            (&[("ClientRateLimt", "2")][..], "declares no such parameter"),
+            (&[("WorkflowType", "FAST")][..], "not one of"),
+            (&[("ClientRateLimit", "0")][..], "MinValue"),
+            (&[("FailedExecutionAlarmPercent", "101")][..], "MaxValue"),
+            (&[("ClientBurstLimit", "lots")][..], "not a Number"),
+        ] {
+            let err = repo_template_with(overrides(pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{pairs:?}: {err}");
+        }
+        assert_eq!(
+            parse_parameter_override("ClientRateLimit=2").unwrap(),
+            ("ClientRateLimit".to_owned(), "2".to_owned())
+        );
+        assert_eq!(
+            parse_parameter_override("Empty=").unwrap(),
+            ("Empty".to_owned(), String::new())
+        );
+        assert!(parse_parameter_override("=2").is_err());
+        assert!(parse_parameter_override("ClientRateLimit").is_err());
+    }
+
+    #[test]
+    fn sub_takes_a_variable_map_and_escapes() {
+        let text = "Parameters:\n  Pool:\n    Type: String\n    Default: p1\nResources: {}\n";
+        let template = Template::parse(text, Context::default()).unwrap();
+        let sub: Value = serde_yaml_ng::from_str(
+            "!Sub [\"https://${Host}/${Pool}/${AWS::Region}/${!Literal}\", {Host: !Ref Pool}]",
+        )
+        .unwrap();
+        assert_eq!(
+            template.resolve(&sub).unwrap(),
+            "https://p1/p1/us-east-1/${Literal}"
+        );
+        let long: Value =
+            serde_yaml_ng::from_str("{\"Fn::Sub\": [\"${A}-${Pool}\", {A: x}]}").unwrap();
+        assert_eq!(template.resolve(&long).unwrap(), "x-p1");
+        let overridden = Template::parse(
+            text,
+            Context::default().with_parameters([("Pool".to_owned(), "p2".to_owned())]),
+        )
+        .unwrap();
+        assert_eq!(overridden.resolve(&long).unwrap(), "x-p2");
+    }
+
+    /// A template with one API and one function, `auth` its `Auth`.
+    fn api_template(api_properties: &str, event_auth: &str) -> Result<Template, TemplateError> {
+        let text = format!(
+            "Resources:
+  Authorizer:
+    Type: AWS::Serverless::Function
+    Metadata: {{BuildProperties: {{Binary: authorizer}}}}
+    Properties: {{FunctionName: auth}}
+  Handler:
+    Type: AWS::Serverless::Function
+    Metadata: {{BuildProperties: {{Binary: handler}}}}
+    Properties:
+      FunctionName: handler
+      Events:
+        Get:
+          Type: Api
+          Properties: {{RestApiId: !Ref Api, Path: /things, Method: get{event_auth}}}
+  Api:
+    Type: AWS::Serverless::Api
+    Properties:
+      StageName: v1
+{api_properties}
+"
+        );
+        Template::parse(&text, Context::default())
+    }
+
+    #[test]
+    fn route_auth_comes_from_the_event_else_the_api() {
+        let api = "      Auth:
+        DefaultAuthorizer: Lambda
+        Authorizers:
+          Lambda:
+            FunctionArn: !GetAtt Authorizer.Arn
+            FunctionPayloadType: REQUEST
+            Identity: {Headers: [Authorization], ReauthorizeEvery: 0}";
+        let template = api_template(api, "").unwrap();
+        let route = &template.function("Handler").unwrap().api_routes[0];
+        let RouteAuth::LambdaAuthorizer(authorizer) = &route.auth else {
+            panic!("{route:?}");
+        };
+        assert_eq!(authorizer.function_name, "auth");
+        assert_eq!(authorizer.identity_headers, ["authorization"]);
+        assert!(!route.api_key_required);
+        let api_spec = template.api.as_ref().unwrap();
+        assert_eq!(api_spec.api_key_source, ApiKeySource::Header);
+        let template =
+            api_template(api, ", Auth: {Authorizer: AWS_IAM, ApiKeyRequired: true}").unwrap();
+        let route = &template.function("Handler").unwrap().api_routes[0];
+        assert_eq!(route.auth, RouteAuth::Iam);
+        assert!(route.api_key_required);
+    }
+
+    #[test]
+    fn unsupported_api_auth_is_refused_not_ignored() {
+        let token = "      Auth:
+        Authorizers:
+          Lambda: {FunctionArn: !GetAtt Authorizer.Arn}";
+        for (api, event_auth, expected) in [
+            (token, "", "only REQUEST authorizers"),
+            ("", ", Auth: {Authorizer: Nobody}", "no authorizer Nobody"),
+            (
+                "      Auth: {UsagePlan: {CreateUsagePlan: PER_API}}",
+                "",
+                "UsagePlan is not supported",
+            ),
+            (
+                "      GatewayResponses: {THROTTLED: {ResponseParameters: {Headers: {X: method.request.header.x}}}}",
+                "",
+                "quoted literals",
+            ),
+        ] {
+            let err = api_template(api, event_auth).unwrap_err().to_string();
+            assert!(err.contains(expected), "{api} {event_auth}: {err}");
+        }
+    }
+
+    #[test]
+    fn decimals_read_in_thousandths() {
+        assert_eq!(thousandths("100"), Some(100_000));
+        assert_eq!(thousandths("0.5"), Some(500));
+        assert_eq!(thousandths("2.125"), Some(2_125));
+        assert_eq!(thousandths("-1.5"), Some(-1_500));
+        assert_eq!(thousandths("1.2345"), None);
+        assert_eq!(thousandths("1e3"), None);
+        assert_eq!(thousandths(""), None);
+        assert_eq!(thousandths(".5"), None);
     }
 
     #[test]

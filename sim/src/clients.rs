@@ -34,15 +34,32 @@ pub struct Told {
     pub not_charged: BTreeSet<String>,
     /// Forged or stale gateway webhooks api-handler did not refuse with 401.
     pub bad_webhooks_accepted: Vec<String>,
+    /// Requests of one user against another's payment or wallet that were
+    /// not refused (403 paying from it, 404 reading it).
+    pub intrusions_accepted: Vec<String>,
     /// Requests sent, by route and status.
     pub answers: BTreeMap<String, u64>,
 }
+
+/// Who a simulated client is to API Gateway's authorizer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A merchant's backend: an API key with every scope, for any user.
+    Merchant,
+    /// An end user's bearer token.
+    User(String),
+}
+
+/// The simulated operator's role (top-ups are SigV4, on operator-api).
+const OPERATOR_ARN: &str = "arn:aws:iam::000000000000:role/sim-operator";
 
 #[derive(Clone)]
 pub struct Api {
     pub env: Env,
     pub deps: Arc<api_handler::Deps>,
+    pub operator: Arc<api_handler::OperatorDeps>,
     pub told: Arc<Mutex<Told>>,
+    pub caller: Caller,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +94,38 @@ impl Api {
         self.told().bad_webhooks_accepted.push(what);
     }
 
+    /// The same API, called as `caller`.
+    pub fn as_caller(&self, caller: Caller) -> Self {
+        Self {
+            caller,
+            ..self.clone()
+        }
+    }
+
+    /// `requestContext.authorizer` and `identity` of this caller's requests
+    /// (an operator's on the top-up route, which operator-api serves).
+    fn auth(&self, operator_route: bool) -> (Value, Value) {
+        if operator_route {
+            return (
+                Value::Null,
+                json!({"sourceIp": "127.0.0.1", "userArn": OPERATOR_ARN}),
+            );
+        }
+        match &self.caller {
+            Caller::Merchant => (
+                json!({"principalId": "client:sim-merchant", "principalType": "client",
+                    "clientId": "sim-merchant",
+                    "scopes": "payments:read payments:write refunds:write wallets:read"}),
+                json!({"sourceIp": "127.0.0.1"}),
+            ),
+            Caller::User(user) => (
+                json!({"principalId": format!("user:{user}"), "principalType": "user",
+                    "userId": user}),
+                json!({"sourceIp": "127.0.0.1"}),
+            ),
+        }
+    }
+
     pub async fn send(
         &self,
         method: &str,
@@ -108,6 +157,8 @@ impl Api {
             headers.insert((*name).to_owned(), json!(value));
         }
         let request_id = format!("req-{:016x}", self.env.random_u64());
+        let operator_route = method == "POST" && path.ends_with("/credit");
+        let (authorizer, identity) = self.auth(operator_route);
         let event: Result<ApiGatewayProxyRequest, _> = serde_json::from_value(json!({
             "resource": "/{proxy+}",
             "path": path,
@@ -121,7 +172,7 @@ impl Api {
             "requestContext": {
                 "accountId": "000000000000", "resourceId": "sim", "stage": "sim",
                 "requestId": request_id,
-                "identity": {"apiKeyId": "sim-client", "sourceIp": "127.0.0.1"},
+                "identity": identity, "authorizer": authorizer,
                 "resourcePath": "/{proxy+}", "httpMethod": method, "apiId": "sim"
             },
             "body": body,
@@ -133,9 +184,14 @@ impl Api {
                 body: Value::Null,
             };
         };
-        let deps = self.deps.clone();
+        let (deps, operator) = (self.deps.clone(), self.operator.clone());
         let running = self.env.spawn(async move {
-            api_handler::handle(&deps, LambdaEvent::new(event, Context::default())).await
+            let event = LambdaEvent::new(event, Context::default());
+            if operator_route {
+                api_handler::handle_operator(&operator, event).await
+            } else {
+                api_handler::handle(&deps, event).await
+            }
         });
         let reply = match running.await {
             Ok(Ok(response)) => {
@@ -236,6 +292,13 @@ fn dollars(cents: u64) -> String {
 /// some of those that complete.
 pub async fn user_session(api: Api, user: String, payment_count: u32) {
     let env = api.env.clone();
+    // Half the users pay through the merchant's backend, half with their own
+    // token (the same caller for the whole session: its keys are its own).
+    let api = if env.chance(1, 2) {
+        api.as_caller(Caller::User(user.clone()))
+    } else {
+        api
+    };
     top_up(&api, &user, "t0").await;
     for number in 0..payment_count {
         env.latency(0..=4_000).await;
@@ -290,10 +353,48 @@ async fn pay(api: &Api, user: &str, number: u32) -> Option<String> {
         replies.extend(second.await.unwrap_or_default());
         replies
     } else {
-        api.post(user, "/payments", key.as_deref(), body).await
+        api.post(user, "/payments", key.as_deref(), body.clone())
+            .await
     };
     api.record_payment_answers(key.as_deref(), &replies);
-    replies.iter().rev().find_map(Reply::payment_id)
+    let payment_id = replies.iter().rev().find_map(Reply::payment_id);
+    if env.chance(1, 10) {
+        intrude(api, user, &body, payment_id.as_deref()).await;
+    }
+    payment_id
+}
+
+/// Another user tries this user's wallet and payment with their own token:
+/// paying from it must be refused (403) and reading it must find nothing
+/// (404). Anything else is an intrusion the invariants report.
+async fn intrude(api: &Api, victim: &str, body: &Value, payment_id: Option<&str>) {
+    let intruder = api.as_caller(Caller::User(format!("{victim}-intruder")));
+    let reply = intruder
+        .send(
+            "POST",
+            "/payments",
+            Some("intruder-key"),
+            Some(body.clone()),
+        )
+        .await;
+    // A 5xx is an injected fault that revealed nothing; any other answer but
+    // the refusal (a 202, or a 422 that judged the victim's balance) is not.
+    let refused = |status: u16, expected: u16| status == expected || status >= 500;
+    let mut accepted = Vec::new();
+    if !refused(reply.status, 403) {
+        accepted.push(format!("POST /payments as another user → {}", reply.status));
+    }
+    let mut reads = vec![format!("/wallets/{victim}")];
+    reads.extend(payment_id.map(|id| format!("/payments/{id}")));
+    for path in reads {
+        let reply = intruder.send("GET", &path, None, None).await;
+        if !refused(reply.status, 404) {
+            accepted.push(format!("GET {path} as another user → {}", reply.status));
+        }
+    }
+    api.env
+        .trace(victim, format!("intruder refused: {}", accepted.is_empty()));
+    api.told().intrusions_accepted.extend(accepted);
 }
 
 /// Polls the payment until it is over, then maybe refunds it.

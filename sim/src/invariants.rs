@@ -429,6 +429,13 @@ fn check_told(books: &Books<'_>, collected: &Collected, out: &mut Vec<Violation>
             what.clone(),
         ));
     }
+    for what in &books.told.intrusions_accepted {
+        out.push(violation(
+            "a user acts only on their own payments and wallet",
+            "-",
+            what.clone(),
+        ));
+    }
     for (key, ids) in &books.told.payments_by_key {
         if ids.len() > 1 {
             let detail = format!("answers named {} payments: {ids:?}", ids.len());

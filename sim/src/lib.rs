@@ -206,7 +206,13 @@ async fn run_world(seed: u64, faults: &FaultSet) -> Result<SeedReport, String> {
             webhook_secret: Some(api_handler::WebhookSecret(gateway::WEBHOOK_SECRET.to_vec())),
             amount_max: AMOUNT_MAX_DEFAULT,
         }),
+        operator: Arc::new(api_handler::OperatorDeps {
+            wallets: store.clone(),
+            idempotency: store.clone(),
+            amount_max: AMOUNT_MAX_DEFAULT,
+        }),
         told: Arc::new(Mutex::new(Told::default())),
+        caller: clients::Caller::Merchant,
     };
     gateway.courier.connect(api.clone());
     let users = start_clients(&env, &api)?;

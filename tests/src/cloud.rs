@@ -24,6 +24,8 @@ pub fn bin_dir(extra: &[&str]) -> PathBuf {
         "local",
         "mock-gateway",
         "api-handler",
+        "operator-api",
+        "authorizer",
         "invoice-processor",
         "wallet-service",
         "payments-adapter",

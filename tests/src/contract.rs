@@ -262,6 +262,37 @@ pub async fn payments_list_newest_first_in_pages(store: Arc<dyn Store>) {
     assert_eq!(err.error_type(), ErrorType::ValidationError);
 }
 
+/// A page of payments with large metadata is more than DynamoDB's 1 MB per
+/// query: the listing continues past it instead of ending there.
+pub async fn a_page_larger_than_one_query_is_listed_whole(store: Arc<dyn Store>) {
+    let erin = user("erin");
+    // 100 payments × ~12 KiB of metadata: ~1.2 MB, past one query's 1 MB.
+    let metadata: BTreeMap<String, String> = (0..24)
+        .map(|i| (format!("key{i:02}"), "x".repeat(500)))
+        .collect();
+    for i in 0..100u32 {
+        let at = Timestamp::from_unix_seconds(1_700_000_000 + i64::from(i)).unwrap();
+        let mut new = new_payment(&erin, usd("1"));
+        new.metadata = metadata.clone();
+        PaymentRepo::create(&*store, new, at).await.unwrap();
+    }
+    let page = store.list_by_user(&erin, 100, None).await.unwrap();
+    assert_eq!(
+        page.items.len(),
+        100,
+        "the whole page, not what fit in 1 MB"
+    );
+    assert_eq!(page.cursor, None, "and nothing after it");
+    let page = store.list_by_user(&erin, 60, None).await.unwrap();
+    assert_eq!(page.items.len(), 60);
+    let rest = store
+        .list_by_user(&erin, 60, page.cursor.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 40);
+    assert_eq!(rest.cursor, None);
+}
+
 pub async fn events_append_is_idempotent(store: Arc<dyn Store>) {
     let created = PaymentRepo::create(
         &*store,

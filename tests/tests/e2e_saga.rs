@@ -79,12 +79,25 @@ impl Client {
         body: Option<Value>,
         key: Option<&str>,
     ) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.api));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
+        let url = format!("{}{path}", self.api);
+        let operator = method == reqwest::Method::POST && path.ends_with("/credit");
+        let mut request = self.http.request(method.clone(), &url);
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
+        }
+        if operator {
+            // Top-ups are the operator's: SigV4 with the local credentials.
+            let bytes = body.map(|b| b.to_string()).unwrap_or_default().into_bytes();
+            request = cli::auth::Signer::local("us-east-1")
+                .sign(request, method.as_str(), &url, &bytes)
+                .unwrap()
+                .body(bytes);
+        } else {
+            // Everything else as the local demo merchant (every scope).
+            request = request.header("x-api-key", local::api_client::DEMO_MERCHANT_API_KEY);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();

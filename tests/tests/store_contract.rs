@@ -37,6 +37,7 @@ contract_cases!(
     payment_transitions_are_validated_recorded_and_idempotent,
     a_wait_token_is_kept_only_while_processing,
     payments_list_newest_first_in_pages,
+    a_page_larger_than_one_query_is_listed_whole,
     events_append_is_idempotent,
     wallets_open_empty_and_never_appear_by_themselves,
     movements_move_exact_amounts,

@@ -137,7 +137,7 @@ pub async fn run(global: &Global, args: &BenchArgs) -> CliResult<ExitCode> {
         .endpoint
         .clone()
         .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
-    let api = Api::new(&global.api_url)?;
+    let api = Api::connect(global).await?;
     api.health().await?;
     let cloud = Cloud::new(&edge, &args.gateway_url, &args.gateway_api_key)?;
     cloud.check().await?;

@@ -59,13 +59,7 @@ impl Config {
                 .filter(|v| !v.is_empty())
                 .ok_or(ConfigError::Missing(name))
         };
-        let amount_max = match lookup("AMOUNT_MAX").filter(|v| !v.is_empty()) {
-            None => AMOUNT_MAX_DEFAULT,
-            Some(text) => parse_amount(&text)
-                .ok()
-                .filter(|max| *max > Decimal::ZERO)
-                .ok_or(ConfigError::AmountMax(text))?,
-        };
+        let amount_max = amount_max(&lookup)?;
         let optional = |name: &str| lookup(name).filter(|v| !v.is_empty());
         let webhook_secret = match (
             optional("WEBHOOK_SECRET"),
@@ -83,6 +77,18 @@ impl Config {
             reconciler_function_name: optional("RECONCILER_FUNCTION_NAME"),
             webhook_secret,
         })
+    }
+}
+
+/// `AMOUNT_MAX` (default 1000000): largest payment or top-up, in major
+/// units. operator-api reads only this.
+pub fn amount_max(lookup: impl Fn(&str) -> Option<String>) -> Result<Decimal, ConfigError> {
+    match lookup("AMOUNT_MAX").filter(|v| !v.is_empty()) {
+        None => Ok(AMOUNT_MAX_DEFAULT),
+        Some(text) => parse_amount(&text)
+            .ok()
+            .filter(|max| *max > Decimal::ZERO)
+            .ok_or(ConfigError::AmountMax(text)),
     }
 }
 

@@ -14,8 +14,12 @@ use shared::domain::MoneyError;
 pub enum ErrorKind {
     /// The request itself is wrong (400, 405, 413, 415, 422 key reuse).
     InvalidRequest,
-    /// Who sent it could not be verified (401: a gateway webhook's signature).
+    /// Who sent it could not be verified (401: no or a bad credential, a
+    /// gateway webhook's signature).
     Authentication,
+    /// Verified, but not allowed to do this (403: a missing scope, another
+    /// user's wallet to pay from).
+    Permission,
     NotFound,
     /// Conflicts with a concurrent or earlier request (409).
     Conflict,
@@ -31,6 +35,7 @@ impl ErrorKind {
         match self {
             Self::InvalidRequest => "invalid_request_error",
             Self::Authentication => "authentication_error",
+            Self::Permission => "permission_error",
             Self::NotFound => "not_found_error",
             Self::Conflict => "conflict_error",
             Self::BusinessRule => "business_rule_error",
@@ -82,7 +87,10 @@ codes! {
     InvalidCursor = (400, InvalidRequest, "invalid_cursor"),
     InvalidIdempotencyKey = (400, InvalidRequest, "invalid_idempotency_key"),
     InvalidRequest = (400, InvalidRequest, "invalid_request"),
+    Unauthenticated = (401, Authentication, "unauthenticated"),
     InvalidSignature = (401, Authentication, "invalid_signature"),
+    MissingScope = (403, Permission, "missing_scope"),
+    Forbidden = (403, Permission, "forbidden"),
     RouteNotFound = (404, NotFound, "route_not_found"),
     PaymentNotFound = (404, NotFound, "payment_not_found"),
     WalletNotFound = (404, NotFound, "wallet_not_found"),
@@ -277,6 +285,7 @@ mod tests {
             match code.status() {
                 400 | 405 | 413 | 415 => assert_eq!(kind, ErrorKind::InvalidRequest, "{name}"),
                 401 => assert_eq!(kind, ErrorKind::Authentication, "{name}"),
+                403 => assert_eq!(kind, ErrorKind::Permission, "{name}"),
                 404 => assert_eq!(kind, ErrorKind::NotFound, "{name}"),
                 409 => assert_eq!(kind, ErrorKind::Conflict, "{name}"),
                 422 => assert!(

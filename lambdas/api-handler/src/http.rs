@@ -9,6 +9,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, Code};
+use crate::principal::{self, Principal};
 
 /// Largest request body we read (64 KiB): far above any valid request (the
 /// biggest is a payment with full metadata, ~15 KiB) and far below Lambda's
@@ -33,9 +34,10 @@ pub struct Request<'a> {
     pub body_base64: bool,
     /// API Gateway's request id (else the Lambda one): the `X-Request-Id`.
     pub request_id: String,
-    /// Who is calling, to scope idempotency keys: the API key id for client
-    /// routes, the IAM principal for the SigV4 operator route.
-    pub caller: String,
+    /// Who API Gateway authenticated; `None` on the open routes (health,
+    /// the signed webhook) — and on any route whose authorizer let nothing
+    /// through, which then answers 401.
+    pub principal: Option<Principal>,
 }
 
 impl<'a> Request<'a> {
@@ -54,7 +56,7 @@ impl<'a> Request<'a> {
             body: event.body.as_deref(),
             body_base64: event.is_base64_encoded,
             request_id,
-            caller: caller_of(event),
+            principal: Principal::from_proxy(event),
         }
     }
 
@@ -62,20 +64,27 @@ impl<'a> Request<'a> {
     pub fn header(&self, name: &str) -> Option<&'a str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
-}
 
-fn caller_of(event: &ApiGatewayProxyRequest) -> String {
-    let identity = &event.request_context.identity;
-    let non_empty = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
-    let caller = non_empty(&identity.api_key_id)
-        .map(|id| format!("key:{id}"))
-        .or_else(|| non_empty(&identity.user_arn).map(|arn| format!("iam:{arn}")))
-        .or_else(|| non_empty(&identity.caller).map(|c| format!("iam:{c}")))
-        .unwrap_or_else(|| "anonymous".to_owned());
-    if caller.len() > CALLER_LENGTH_MAX {
-        format!("sha256:{}", sha256_hex(caller.as_bytes()))
-    } else {
-        caller
+    /// The authenticated principal, or the 401 a client route answers
+    /// without one.
+    pub fn principal(&self) -> Result<&Principal, ApiError> {
+        self.principal
+            .as_ref()
+            .ok_or_else(principal::unauthenticated)
+    }
+
+    /// Who is calling, to scope idempotency keys: the principal, hashed when
+    /// long, so keys stay far below DynamoDB's 2048-byte key limit.
+    pub fn caller(&self) -> String {
+        let caller = self
+            .principal
+            .as_ref()
+            .map_or_else(|| "anonymous".to_owned(), Principal::scope_key);
+        if caller.len() > CALLER_LENGTH_MAX {
+            format!("sha256:{}", sha256_hex(caller.as_bytes()))
+        } else {
+            caller
+        }
     }
 }
 

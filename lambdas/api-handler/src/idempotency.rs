@@ -56,7 +56,7 @@ pub fn key(request: &Request<'_>, canonical_body: &str) -> Result<Option<Key>, A
     let (method, path) = (request.method, request.path);
     let hashed = format!("{method}\n{path}\n{canonical_body}");
     Ok(Some(Key {
-        scoped: format!("{method} {path}#{}#{client_key}", request.caller),
+        scoped: format!("{method} {path}#{}#{client_key}", request.caller()),
         request_hash: http::sha256_hex(hashed.as_bytes()),
     }))
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod idempotency;
 pub mod ports;
+pub mod principal;
 pub mod requests;
 pub mod router;
 pub mod routes;
@@ -35,6 +36,8 @@ pub use ports::{
 };
 
 pub const FUNCTION_NAME: &str = "api-handler";
+/// The operator top-up function: the same crate, its own binary and role.
+pub const OPERATOR_FUNCTION_NAME: &str = "operator-api";
 
 pub struct Deps {
     pub payments: Arc<dyn PaymentRepo>,
@@ -53,20 +56,58 @@ pub struct Deps {
     pub amount_max: Decimal,
 }
 
-/// One API Gateway request → one response. Infallible by type: a failure of
-/// ours is a 5xx JSON response too, never a failed invocation (which API
-/// Gateway would turn into a bare 502 without our request id).
+/// What operator-api needs: the wallets it credits and its idempotency keys.
+pub struct OperatorDeps {
+    pub wallets: Arc<dyn WalletRepo>,
+    pub idempotency: Arc<dyn IdempotencyRepo>,
+    /// Largest top-up amount (`AMOUNT_MAX`).
+    pub amount_max: Decimal,
+}
+
+/// One API Gateway request to the client API → one response. Infallible by
+/// type: a failure of ours is a 5xx JSON response too, never a failed
+/// invocation (which API Gateway would turn into a bare 502 without our
+/// request id).
 pub async fn handle(
     deps: &Deps,
+    event: LambdaEvent<ApiGatewayProxyRequest>,
+) -> Result<ApiGatewayProxyResponse, Infallible> {
+    serve(Surface::Client(deps), event).await
+}
+
+/// One request to operator-api (`POST /wallets/{userId}/credit`).
+pub async fn handle_operator(
+    deps: &OperatorDeps,
+    event: LambdaEvent<ApiGatewayProxyRequest>,
+) -> Result<ApiGatewayProxyResponse, Infallible> {
+    serve(Surface::Operator(deps), event).await
+}
+
+/// Which function is serving: the client API or operator-api.
+#[derive(Clone, Copy)]
+enum Surface<'d> {
+    Client(&'d Deps),
+    Operator(&'d OperatorDeps),
+}
+
+async fn serve(
+    surface: Surface<'_>,
     event: LambdaEvent<ApiGatewayProxyRequest>,
 ) -> Result<ApiGatewayProxyResponse, Infallible> {
     let started = Instant::now();
     let LambdaEvent { payload, context } = event;
     let request = http::Request::from_proxy(&payload, &context.request_id);
     let path_payment_id = router::payment_id_in_path(request.path).unwrap_or("-");
-    let span = shared::invocation_span!(FUNCTION_NAME, context, path_payment_id);
+    let function_name = match surface {
+        Surface::Client(_) => FUNCTION_NAME,
+        Surface::Operator(_) => OPERATOR_FUNCTION_NAME,
+    };
+    let span = shared::invocation_span!(function_name, context, path_payment_id);
     async move {
-        let response = routes::dispatch(deps, &request).await;
+        let response = match surface {
+            Surface::Client(deps) => routes::dispatch(deps, &request).await,
+            Surface::Operator(deps) => routes::dispatch_operator(deps, &request).await,
+        };
         access_log(&request, &response, started);
         Ok(response.into_proxy(&request.request_id))
     }

@@ -25,6 +25,16 @@ pub fn payment(payment: &Payment) -> Value {
     })
 }
 
+/// A payment in a `GET /payments` page: without its metadata (up to 15 KiB
+/// each), so a page of 100 stays small; `GET /payments/{id}` has it.
+pub fn payment_in_list(payment: &Payment) -> Value {
+    let mut view = self::payment(payment);
+    if let Some(map) = view.as_object_mut() {
+        map.remove("metadata");
+    }
+    view
+}
+
 /// `POST /payments` answer: the payment and the saga execution driving it.
 pub fn created_payment(created: &Payment, execution_arn: &str) -> Value {
     with_execution_arn(payment(created), execution_arn)

@@ -317,27 +317,39 @@ impl PaymentRepo for DynamoStore {
             }
         };
         let limit = ports::page_limit(limit);
+        let wanted = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
         // One extra item tells whether another page exists, so the cursor is
         // only returned when there is more (DynamoDB's LastEvaluatedKey is not).
-        let output = self
-            .client
-            .query()
-            .table_name(&self.tables.payments)
-            .index_name(attr::INDEX_PAYMENTS_BY_USER)
-            .key_condition_expression("#userId = :user")
-            .set_expression_attribute_names(Some(names(&[attr::USER_ID])))
-            .expression_attribute_values(":user", s(user_id))
-            .scan_index_forward(false)
-            .limit(limit_i32(limit.saturating_add(1)))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(repo_error)?;
-        let mut items = output
-            .items()
-            .iter()
-            .map(mapping::payment_from_item)
-            .collect::<Result<Vec<_>, _>>()?;
+        // A query also stops at 1 MB (a page of payments with large metadata):
+        // then it is continued from its LastEvaluatedKey, never taken as the end.
+        let mut items = Vec::new();
+        let mut start = start;
+        loop {
+            let missing = u32::try_from(wanted - items.len()).unwrap_or(u32::MAX);
+            let output = self
+                .client
+                .query()
+                .table_name(&self.tables.payments)
+                .index_name(attr::INDEX_PAYMENTS_BY_USER)
+                .key_condition_expression("#userId = :user")
+                .set_expression_attribute_names(Some(names(&[attr::USER_ID])))
+                .expression_attribute_values(":user", s(user_id))
+                .scan_index_forward(false)
+                .limit(limit_i32(missing))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(repo_error)?;
+            for item in output.items() {
+                items.push(mapping::payment_from_item(item)?);
+            }
+            start = output.last_evaluated_key;
+            if items.len() >= wanted || start.is_none() {
+                break;
+            }
+        }
         let more = items.len() > usize::try_from(limit).unwrap_or(usize::MAX);
         items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         let cursor = if more {

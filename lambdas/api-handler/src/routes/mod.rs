@@ -8,49 +8,108 @@ pub mod webhooks;
 
 use serde_json::json;
 
-use crate::Deps;
 use crate::body::JsonObject;
 use crate::error::{ApiError, Code};
 use crate::http::{BODY_BYTES_MAX, Request, Response};
+use crate::principal::{Principal, Scope};
 use crate::router::{self, Matched, Route};
+use crate::{Deps, OperatorDeps};
 
-/// Routes a request and runs its operation. Never fails: every problem is a
-/// JSON error response.
+/// Routes a request to the client API and runs its operation. Never fails:
+/// every problem is a JSON error response.
 pub async fn dispatch(deps: &Deps, request: &Request<'_>) -> Response {
     match router::match_route(request.method, request.path) {
-        Matched::NotFound => Response::error(ApiError::new(
-            Code::RouteNotFound,
-            format!("no route {} {}", request.method, request.path),
-        )),
+        Matched::Route { route, .. } => respond(run(deps, request, route).await),
+        other => unmatched(request, &other),
+    }
+}
+
+/// Routes a request to operator-api, which serves the top-up alone.
+pub async fn dispatch_operator(deps: &OperatorDeps, request: &Request<'_>) -> Response {
+    match router::match_route(request.method, request.path) {
+        Matched::Route {
+            route: Route::CreditWallet { user_id },
+            ..
+        } => respond(run_operator(deps, request, user_id).await),
+        Matched::Route { .. } => not_served(request),
+        other => unmatched(request, &other),
+    }
+}
+
+fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(Response::error)
+}
+
+fn unmatched(request: &Request<'_>, matched: &Matched<'_>) -> Response {
+    match matched {
         Matched::MethodNotAllowed { resource } => {
             let allow = resource.methods.join(", ");
             let message = format!("{} allows {allow}", resource.template);
             Response::error(ApiError::new(Code::MethodNotAllowed, message))
                 .with_header("allow", allow)
         }
-        Matched::Route { route, .. } => match run(deps, request, route).await {
-            Ok(response) => response,
-            Err(err) => Response::error(err),
-        },
+        Matched::NotFound | Matched::Route { .. } => not_served(request),
     }
+}
+
+fn not_served(request: &Request<'_>) -> Response {
+    Response::error(ApiError::new(
+        Code::RouteNotFound,
+        format!("no route {} {}", request.method, request.path),
+    ))
 }
 
 async fn run(deps: &Deps, request: &Request<'_>, route: Route<'_>) -> Result<Response, ApiError> {
     check_query(request, &route)?;
     match route {
         Route::Health => Ok(Response::json(200, &json!({"status": "ok"}))),
-        Route::CreatePayment => payments::create(deps, request, &read_body(request)?).await,
-        Route::ListPayments => payments::list(deps, request.query).await,
-        Route::GetPayment { payment_id } => payments::get(deps, payment_id).await,
-        Route::CreateRefund { payment_id } => {
-            refunds::create(deps, request, payment_id, &read_body(request)?).await
-        }
-        Route::GetWallet { user_id } => wallets::get(deps, user_id).await,
-        Route::CreditWallet { user_id } => {
-            wallets::credit(deps, request, user_id, &read_body(request)?).await
-        }
         Route::GatewayWebhook => webhooks::receive(deps, request).await,
+        Route::CreatePayment => {
+            let principal = request.principal()?;
+            principal.require(Scope::PaymentsWrite)?;
+            payments::create(deps, request, principal, &read_body(request)?).await
+        }
+        Route::ListPayments => {
+            let principal = request.principal()?;
+            principal.require(Scope::PaymentsRead)?;
+            payments::list(deps, principal, request.query).await
+        }
+        Route::GetPayment { payment_id } => {
+            let principal = request.principal()?;
+            principal.require(Scope::PaymentsRead)?;
+            payments::get(deps, principal, payment_id).await
+        }
+        Route::CreateRefund { payment_id } => {
+            let principal = request.principal()?;
+            principal.require(Scope::RefundsWrite)?;
+            refunds::create(deps, request, principal, payment_id, &read_body(request)?).await
+        }
+        Route::GetWallet { user_id } => {
+            let principal = request.principal()?;
+            principal.require(Scope::WalletsRead)?;
+            wallets::get(deps, principal, user_id).await
+        }
+        // operator-api's, behind IAM auth: never this function's.
+        Route::CreditWallet { .. } => Ok(not_served(request)),
     }
+}
+
+async fn run_operator(
+    deps: &OperatorDeps,
+    request: &Request<'_>,
+    user_id: &str,
+) -> Result<Response, ApiError> {
+    check_query(request, &Route::CreditWallet { user_id })?;
+    match request.principal()? {
+        Principal::Operator { .. } => {}
+        Principal::User(_) | Principal::Client { .. } => {
+            return Err(ApiError::new(
+                Code::Forbidden,
+                "top-ups are for operators (SigV4-signed IAM requests) only",
+            ));
+        }
+    }
+    wallets::credit(deps, request, user_id, &read_body(request)?).await
 }
 
 /// Unknown query parameters are refused like unknown body fields.

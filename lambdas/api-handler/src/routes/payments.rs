@@ -16,6 +16,7 @@ use crate::error::{ApiError, Code};
 use crate::http::{Request, Response};
 use crate::idempotency::{self, Disposition, IN_PROGRESS_STALE_SECONDS, Outcome};
 use crate::ports::SagaStartError;
+use crate::principal::Principal;
 use crate::requests::{CreatePayment, parse_payment_id, parse_user_id};
 use crate::{Deps, views};
 
@@ -46,9 +47,12 @@ pub const METRIC_PENDING_WITHOUT_SAGA: &str = "PendingWithoutSaga";
 pub async fn create(
     deps: &Deps,
     request: &Request<'_>,
+    principal: &Principal,
     body: &JsonObject,
 ) -> Result<Response, ApiError> {
     let command = CreatePayment::parse(body, deps.amount_max)?;
+    // An end user pays only from their own wallet, whatever the body says.
+    principal.may_act_for(&command.user_id)?;
     let key = idempotency::key(request, &command.canonical())?;
     let work = |seed| start_payment(deps, &command, seed);
     Ok(idempotency::run(deps.idempotency.as_ref(), key, work).await)
@@ -262,13 +266,13 @@ fn not_started(payment_id: PaymentId, detail: Option<String>) -> Response {
     Response::error(err).with_correlation(payment_id)
 }
 
-pub async fn get(deps: &Deps, raw_payment_id: &str) -> Result<Response, ApiError> {
+pub async fn get(
+    deps: &Deps,
+    principal: &Principal,
+    raw_payment_id: &str,
+) -> Result<Response, ApiError> {
     let payment_id = parse_payment_id(raw_payment_id)?;
-    let payment = deps
-        .payments
-        .get(&payment_id)
-        .await?
-        .ok_or_else(|| payment_not_found(payment_id))?;
+    let payment = visible_payment(deps, principal, payment_id).await?;
     let (events, refunds) = tokio::join!(
         deps.events.events(&payment_id, EVENT_COUNT_MAX),
         deps.refunds.refunds_of(&payment_id),
@@ -277,17 +281,36 @@ pub async fn get(deps: &Deps, raw_payment_id: &str) -> Result<Response, ApiError
     Ok(Response::json(200, &body).with_correlation(payment_id))
 }
 
+/// The payment, if it exists and `principal` may see it: another user's
+/// payment is not found, exactly like a payment that does not exist.
+pub async fn visible_payment(
+    deps: &Deps,
+    principal: &Principal,
+    payment_id: PaymentId,
+) -> Result<Payment, ApiError> {
+    deps.payments
+        .get(&payment_id)
+        .await?
+        .filter(|payment| principal.may_see(&payment.user_id))
+        .ok_or_else(|| payment_not_found(payment_id))
+}
+
 pub fn payment_not_found(payment_id: PaymentId) -> ApiError {
     ApiError::new(Code::PaymentNotFound, format!("no payment {payment_id}")).with_param("paymentId")
 }
 
 /// A user's payments, newest first, `limit` (1-100, default 20) per page.
-pub async fn list(deps: &Deps, query: &QueryMap) -> Result<Response, ApiError> {
+pub async fn list(
+    deps: &Deps,
+    principal: &Principal,
+    query: &QueryMap,
+) -> Result<Response, ApiError> {
     let user_text = query.first("userId").ok_or_else(|| {
         ApiError::new(Code::MissingField, "query parameter `userId` is required")
             .with_param("userId")
     })?;
     let user_id = parse_user_id(user_text, "userId")?;
+    principal.may_act_for(&user_id)?;
     let limit = match query.first("limit") {
         None => LIST_LIMIT_DEFAULT,
         Some(text) => text
@@ -307,7 +330,7 @@ pub async fn list(deps: &Deps, query: &QueryMap) -> Result<Response, ApiError> {
         return Err(ApiError::new(Code::InvalidCursor, message).with_param("cursor"));
     }
     let page = deps.payments.list_by_user(&user_id, limit, cursor).await?;
-    let data: Vec<_> = page.items.iter().map(views::payment).collect();
+    let data: Vec<_> = page.items.iter().map(views::payment_in_list).collect();
     Ok(Response::json(
         200,
         &json!({ "data": data, "nextCursor": page.cursor }),

@@ -16,8 +16,9 @@ use crate::error::{ApiError, Code};
 use crate::http::{Request, Response};
 use crate::idempotency::{self, Outcome};
 use crate::ports::{RefundInvokeError, SagaStartError};
+use crate::principal::Principal;
 use crate::requests::{CreateRefund, parse_payment_id};
-use crate::routes::payments::payment_not_found;
+use crate::routes::payments::visible_payment;
 use crate::{Deps, views};
 
 /// Reservations tried while their outcome is unknown.
@@ -35,6 +36,7 @@ const RETRY_BUDGET: Duration = Duration::from_secs(12);
 pub async fn create(
     deps: &Deps,
     request: &Request<'_>,
+    principal: &Principal,
     raw_payment_id: &str,
     body: &JsonObject,
 ) -> Result<Response, ApiError> {
@@ -42,7 +44,7 @@ pub async fn create(
     let command = CreateRefund::parse(body)?;
     let key = idempotency::key(request, &command.canonical())?;
     let work = |seed| async move {
-        let response = match refund(deps, payment_id, &command, seed).await {
+        let response = match refund(deps, principal, payment_id, &command, seed).await {
             Ok(response) => response,
             Err(err) => Response::error(err),
         };
@@ -57,16 +59,15 @@ pub async fn create(
 
 async fn refund(
     deps: &Deps,
+    principal: &Principal,
     payment_id: PaymentId,
     command: &CreateRefund,
     seed: Ulid,
 ) -> Result<Response, ApiError> {
     let refund_id = idempotency::id_from_seed(RefundId::PREFIX, seed, RefundId::parse)?;
-    let payment = deps
-        .payments
-        .get(&payment_id)
-        .await?
-        .ok_or_else(|| payment_not_found(payment_id))?;
+    // Another user's payment is not found: nothing is reserved (a 4xx
+    // releases the key's claim).
+    let payment = visible_payment(deps, principal, payment_id).await?;
     let amount = command.money(payment.amount.currency())?;
     // A refund already recorded under this id is a resumed request:
     // refund-service finishes it whatever the payment's status is by now.

@@ -9,12 +9,22 @@ use crate::body::JsonObject;
 use crate::error::{ApiError, Code};
 use crate::http::{Request, Response};
 use crate::idempotency::{self, Outcome};
+use crate::principal::Principal;
 use crate::requests::{CreditWallet, parse_user_id};
-use crate::{Deps, views};
+use crate::{Deps, OperatorDeps, views};
 
-pub async fn get(deps: &Deps, raw_user_id: &str) -> Result<Response, ApiError> {
+pub async fn get(
+    deps: &Deps,
+    principal: &Principal,
+    raw_user_id: &str,
+) -> Result<Response, ApiError> {
     let user_id = parse_user_id(raw_user_id, "userId")?;
-    let mut wallets = deps.wallets.wallets_of(&user_id).await?;
+    // Another user's wallet is not found, like one that does not exist.
+    let mut wallets = if principal.may_see(&user_id) {
+        deps.wallets.wallets_of(&user_id).await?
+    } else {
+        Vec::new()
+    };
     if wallets.is_empty() {
         let message = format!("user {user_id} has no wallet");
         return Err(ApiError::new(Code::WalletNotFound, message).with_param("userId"));
@@ -31,7 +41,7 @@ pub async fn get(deps: &Deps, raw_user_id: &str) -> Result<Response, ApiError> {
 /// top-up id (hence the ledger `txId`) is derived from the key, so an
 /// operator's retry finds its ledger entry and never credits twice.
 pub async fn credit(
-    deps: &Deps,
+    deps: &OperatorDeps,
     request: &Request<'_>,
     raw_user_id: &str,
     body: &JsonObject,
@@ -50,7 +60,7 @@ pub async fn credit(
 }
 
 async fn top_up(
-    deps: &Deps,
+    deps: &OperatorDeps,
     user_id: UserId,
     command: &CreditWallet,
     seed: Ulid,

@@ -3,7 +3,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use api_handler::{Deps, RefundInvokeError, RefundInvoker, SagaStartError, SagaStarter, handle};
+use api_handler::{
+    Deps, OperatorDeps, RefundInvokeError, RefundInvoker, SagaStartError, SagaStarter, handle,
+    handle_operator,
+};
 use async_trait::async_trait;
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
 use aws_lambda_events::encodings::Body;
@@ -25,6 +28,26 @@ pub const STATE_MACHINE: &str = "arn:aws:states:us-east-1:123456789012:stateMach
 pub const REFUND_STATE_MACHINE: &str =
     "arn:aws:states:us-east-1:123456789012:stateMachine:refund-saga";
 
+/// The service client most tests call as: every scope, any user's wallet.
+pub const TEST_CLIENT: &str = "test-merchant";
+pub const OPERATOR_ARN: &str = "arn:aws:iam::123456789012:role/payment-operator";
+
+/// Who API Gateway authenticated for a request.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// As API Gateway would route the path: the operator for a top-up,
+    /// else [`TEST_CLIENT`] with every scope.
+    Default,
+    /// Nothing authenticated (an open route, or a bypassed authorizer).
+    Anonymous,
+    User(String),
+    Client {
+        id: String,
+        scopes: String,
+    },
+    Operator(String),
+}
+
 /// One HTTP request as API Gateway would deliver it.
 #[derive(Debug, Clone)]
 pub struct Req {
@@ -34,6 +57,7 @@ pub struct Req {
     pub query: HashMap<String, String>,
     pub body: Option<String>,
     pub request_id: Option<String>,
+    pub caller: Caller,
 }
 
 impl Req {
@@ -45,6 +69,68 @@ impl Req {
             query: HashMap::new(),
             body: None,
             request_id: Some(REQUEST_ID.to_owned()),
+            caller: Caller::Default,
+        }
+    }
+
+    /// As end user `user_id` (their bearer token's subject).
+    pub fn by_user(mut self, user_id: &str) -> Self {
+        self.caller = Caller::User(user_id.to_owned());
+        self
+    }
+
+    /// As service client `id` holding `scopes` (space-separated).
+    pub fn by_client(mut self, id: &str, scopes: &str) -> Self {
+        self.caller = Caller::Client {
+            id: id.to_owned(),
+            scopes: scopes.to_owned(),
+        };
+        self
+    }
+
+    pub fn by_operator(mut self, arn: &str) -> Self {
+        self.caller = Caller::Operator(arn.to_owned());
+        self
+    }
+
+    pub fn anonymous(mut self) -> Self {
+        self.caller = Caller::Anonymous;
+        self
+    }
+
+    /// Whether API Gateway sends this request to operator-api.
+    pub fn is_operator_route(&self) -> bool {
+        self.method == "POST"
+            && self.path.starts_with("/wallets/")
+            && self.path.ends_with("/credit")
+    }
+
+    /// `requestContext.authorizer` and `identity` for the caller.
+    fn auth(&self) -> (Value, Value) {
+        let source_ip = "203.0.113.9";
+        let caller = match &self.caller {
+            Caller::Default if self.is_operator_route() => Caller::Operator(OPERATOR_ARN.into()),
+            Caller::Default => Caller::Client {
+                id: TEST_CLIENT.into(),
+                scopes: "payments:write payments:read refunds:write wallets:read".into(),
+            },
+            other => other.clone(),
+        };
+        match caller {
+            Caller::Default | Caller::Anonymous => (Value::Null, json!({"sourceIp": source_ip})),
+            Caller::User(user) => (
+                json!({"principalId": format!("user:{user}"), "principalType": "user", "userId": user}),
+                json!({"sourceIp": source_ip}),
+            ),
+            Caller::Client { id, scopes } => (
+                json!({"principalId": format!("client:{id}"), "principalType": "client",
+                    "clientId": id, "scopes": scopes}),
+                json!({"sourceIp": source_ip, "apiKeyId": format!("key-{id}")}),
+            ),
+            Caller::Operator(arn) => (
+                Value::Null,
+                json!({"sourceIp": source_ip, "userArn": arn, "caller": "AROAEXAMPLE:ops"}),
+            ),
         }
     }
 
@@ -82,6 +168,7 @@ impl Req {
         } else {
             json!(self.query)
         };
+        let (authorizer, identity) = self.auth();
         serde_json::from_value(json!({
             "resource": "/{proxy+}",
             "path": self.path,
@@ -97,7 +184,8 @@ impl Req {
                 "resourceId": "abc123",
                 "stage": "dev",
                 "requestId": self.request_id,
-                "identity": {"apiKeyId": "key-client-1", "sourceIp": "203.0.113.9"},
+                "identity": identity,
+                "authorizer": authorizer,
                 "resourcePath": "/{proxy+}",
                 "httpMethod": self.method,
                 "apiId": "api1234"
@@ -107,6 +195,12 @@ impl Req {
         }))
         .expect("a valid proxy event")
     }
+}
+
+fn lambda_context() -> Context {
+    let mut context = Context::default();
+    context.request_id = "lambda-request-1".to_owned();
+    context
 }
 
 /// A response, parsed.
@@ -143,6 +237,8 @@ impl Reply {
 
 pub struct Harness {
     pub store: Arc<InMemoryStore>,
+    /// operator-api's dependencies, over the same store.
+    pub operator: OperatorDeps,
     pub saga: Arc<FakeSaga>,
     pub refunder: Arc<FakeRefunder>,
     pub reconciler: Arc<FakeReconciler>,
@@ -192,8 +288,14 @@ impl Harness {
             webhook_secret: Some(api_handler::WebhookSecret(WEBHOOK_SECRET.to_vec())),
             amount_max,
         };
+        let operator = OperatorDeps {
+            wallets: store.clone(),
+            idempotency: store.clone(),
+            amount_max,
+        };
         Self {
             store,
+            operator,
             saga,
             refunder,
             reconciler,
@@ -201,10 +303,28 @@ impl Harness {
         }
     }
 
+    /// Sends the request to the function API Gateway routes it to:
+    /// operator-api for a top-up, api-handler for everything else.
     pub async fn send(&self, req: Req) -> Reply {
-        let mut context = Context::default();
-        context.request_id = "lambda-request-1".to_owned();
-        let Ok(raw) = handle(&self.deps, LambdaEvent::new(req.event(), context)).await;
+        if req.is_operator_route() {
+            self.send_to_operator_api(req).await
+        } else {
+            self.send_to_api_handler(req).await
+        }
+    }
+
+    pub async fn send_to_api_handler(&self, req: Req) -> Reply {
+        let Ok(raw) = handle(&self.deps, LambdaEvent::new(req.event(), lambda_context())).await;
+        Self::reply(raw)
+    }
+
+    pub async fn send_to_operator_api(&self, req: Req) -> Reply {
+        let event = LambdaEvent::new(req.event(), lambda_context());
+        let Ok(raw) = handle_operator(&self.operator, event).await;
+        Self::reply(raw)
+    }
+
+    fn reply(raw: ApiGatewayProxyResponse) -> Reply {
         let text = match &raw.body {
             Some(Body::Text(text)) => text.clone(),
             other => panic!("expected a text body, got {other:?}"),
