@@ -14,7 +14,7 @@ STACK_NAME ?= payment-saga-dev
 .PHONY: start-local stop-all status demo logs-lambda logs-stepfunction measure-local
 .PHONY: test-payment test-payment-small test-payment-large test-payment-fail test-payment-custom
 .PHONY: test-refund test-e2e test-circuit-breaker test-curl-wallet-credit test-check-wallet-balance
-.PHONY: tools validate-template build-all build-lambda sam-build deploy
+.PHONY: tools validate-template test-api-contract build-all build-lambda sam-build deploy
 
 help: ## List the targets
 	@if [ -t 1 ] && [ -z "$${NO_COLOR:-}" ]; then c='\033[36m'; r='\033[0m'; else c=''; r=''; fi; \
@@ -128,6 +128,9 @@ clean: stop-all ## Stop the local cloud, remove build output and local data
 
 tools: ## Install cfn-lint, SAM CLI, cargo-lambda, zig, statelint (.tools/venv) + arm64 target; quick when present
 	@./scripts/tools.sh
+
+test-api-contract: ## schemathesis over api/openapi.yaml against a local cloud of its own (bounded; part of make test)
+	@./scripts/api-contract.sh
 
 validate-template: tools ## Offline: cfn-lint + sam validate --lint on template.yml, statelint on state-machine/*.asl.json
 	@./scripts/validate-template.sh

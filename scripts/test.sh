@@ -26,3 +26,8 @@ if [ "$passed" -eq 0 ]; then
     echo "error: no tests ran" >&2
     exit 1
 fi
+
+# The API against api/openapi.yaml on a local cloud of its own (schemathesis, bounded).
+echo
+echo "== the API against its contract (scripts/api-contract.sh)"
+scripts/api-contract.sh

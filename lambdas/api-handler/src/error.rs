@@ -107,6 +107,7 @@ codes! {
     RefundExceedsAmount = (422, BusinessRule, "refund_exceeds_amount"),
     PaymentNotRefundable = (422, BusinessRule, "payment_not_refundable"),
     PaymentDeclined = (422, BusinessRule, "payment_declined"),
+    RefundRefused = (422, BusinessRule, "refund_refused"),
     RateLimited = (429, RateLimit, "rate_limited"),
     InternalError = (500, Api, "internal_error"),
     GatewayError = (502, Api, "gateway_error"),
@@ -136,10 +137,11 @@ impl From<ErrorType> for Code {
             ErrorType::InvalidTransition => Self::PaymentNotRefundable,
             ErrorType::RefundExceedsAmount => Self::RefundExceedsAmount,
             ErrorType::PaymentDeclined => Self::PaymentDeclined,
-            // The gateway, not us: down (retry later), no answer, or refused.
-            ErrorType::GatewayUnavailable
-            | ErrorType::GatewayAmbiguous
-            | ErrorType::GatewayRejected => Self::GatewayError,
+            // The gateway, not us: down (retry later) or no answer.
+            ErrorType::GatewayUnavailable | ErrorType::GatewayAmbiguous => Self::GatewayError,
+            // The gateway refused it for good (a refund it will not make): a
+            // business answer, not a failure to retry.
+            ErrorType::GatewayRejected => Self::RefundRefused,
             // A completed payment without its debit is a broken invariant.
             ErrorType::DebitNotFound | ErrorType::InternalError => Self::InternalError,
         }
@@ -310,7 +312,6 @@ mod tests {
                     | ErrorType::CircuitOpen
                     | ErrorType::GatewayUnavailable
                     | ErrorType::GatewayAmbiguous
-                    | ErrorType::GatewayRejected
                     | ErrorType::DebitNotFound
                     | ErrorType::InternalError
             );

@@ -445,6 +445,11 @@ fn refund_examples(paid: &PaymentId, pending: &PaymentId, unknown: &PaymentId) -
         Example(
             Setup::refused(ErrorType::GatewayRejected),
             refund(paid, json!({})),
+            422,
+        ),
+        Example(
+            Setup::refused(ErrorType::GatewayUnavailable),
+            refund(paid, json!({})),
             502,
         ),
         Example(

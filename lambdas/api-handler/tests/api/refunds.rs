@@ -150,6 +150,13 @@ async fn refund_service_errors_map_to_statuses_and_codes() {
             "gateway_error",
             "api_error",
         ),
+        // The gateway refused this refund for good: a business answer.
+        (
+            ErrorType::GatewayRejected,
+            422,
+            "refund_refused",
+            "business_rule_error",
+        ),
         (ErrorType::InternalError, 500, "internal_error", "api_error"),
     ];
     for (error_type, status, code, kind) in cases {
