@@ -30,4 +30,14 @@ fi
 # The API against api/openapi.yaml on a local cloud of its own (schemathesis, bounded).
 echo
 echo "== the API against its contract (scripts/api-contract.sh)"
-scripts/api-contract.sh
+scripts/api-contract.sh 2>&1 | tee "$log" || status=$?
+cases=$(grep -oE '^  [0-9]+ generated' "$log" | grep -oE '[0-9]+' || echo 0)
+echo
+echo "tests: ${passed} passed, ${failed} failed; api contract: ${cases} cases, status ${status}"
+if [ "$status" -ne 0 ]; then
+    exit "$status"
+fi
+if [ "$cases" -eq 0 ]; then
+    echo "error: the API contract run generated no case" >&2
+    exit 1
+fi
