@@ -85,11 +85,12 @@ else
     mkdir -p "$DATA/logs"
     echo "== starting a release local cloud for the benchmark (edge $EDGE_PORT, api $API_PORT, gateway $GATEWAY_PORT, in memory, ≤ $INSTANCES instances per function)"
     # The bench measures the saga, not API Gateway's throttles (AWS applies those the same
-    # way): the demo merchant's usage plan is raised far above any load it sends.
+    # way): the stage's and the demo merchant's limits are raised far above any load it sends.
     ./target/release/local --in-memory --data-dir "$DATA" --bin-dir target/release \
         --edge-port "$EDGE_PORT" --api-port "$API_PORT" --gateway-port "$GATEWAY_PORT" \
         --instance-count-max "$INSTANCES" \
         --parameter-overrides ClientRateLimit=1000000 ClientBurstLimit=1000000 \
+        ApiRateLimit=1000000 ApiBurstLimit=1000000 TopUpRateLimit=1000000 TopUpBurstLimit=1000000 \
         >"$DATA/logs/local.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 180); do

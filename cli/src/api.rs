@@ -11,6 +11,10 @@ use crate::auth::{self, Credential, Signer};
 use crate::error::{CliError, CliResult};
 
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:3001";
+/// Attempts at a request API Gateway throttled (429) before reporting it.
+const THROTTLED_ATTEMPT_COUNT_MAX: u32 = 5;
+/// Longest `Retry-After` honoured between those attempts.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(5);
 
 /// A payment as `GET /payments/{id}` and `POST /payments` return it.
 /// How often a refund being waited for is read again.
@@ -302,8 +306,35 @@ impl Api {
         self.send(request, &url).await
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder, url: &str) -> CliResult<Value> {
-        let response = request.send().await.map_err(|err| {
+    /// Sends the request; a 429 (the caller's usage plan or the stage's
+    /// throttle: nothing was done) is sent again after its `Retry-After`, a
+    /// few times, as a careful client does.
+    async fn send(&self, mut request: reqwest::RequestBuilder, url: &str) -> CliResult<Value> {
+        let mut attempt = 1;
+        let response = loop {
+            let again = request.try_clone();
+            let response = self.send_once(request, url).await?;
+            match again {
+                Some(next)
+                    if response.status() == StatusCode::TOO_MANY_REQUESTS
+                        && attempt < THROTTLED_ATTEMPT_COUNT_MAX =>
+                {
+                    tokio::time::sleep(retry_after(&response)).await;
+                    request = next;
+                    attempt += 1;
+                }
+                _ => break response,
+            }
+        };
+        self.read(response, url).await
+    }
+
+    async fn send_once(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> CliResult<reqwest::Response> {
+        request.send().await.map_err(|err| {
             if err.is_timeout() {
                 CliError::Timeout(format!("{url}: no answer in time"))
             } else {
@@ -314,7 +345,10 @@ impl Api {
                     detail: root_cause(&err),
                 }
             }
-        })?;
+        })
+    }
+
+    async fn read(&self, response: reqwest::Response, url: &str) -> CliResult<Value> {
         let status = response.status();
         let text = response
             .text()
@@ -332,6 +366,18 @@ impl Api {
             Err(api_error(status, &value))
         }
     }
+}
+
+/// How long a 429 asks to wait (`Retry-After` seconds, at most
+/// [`RETRY_AFTER_MAX`]; 1 s when absent).
+fn retry_after(response: &reqwest::Response) -> Duration {
+    let seconds = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    Duration::from_secs(seconds).min(RETRY_AFTER_MAX)
 }
 
 fn api_error(status: StatusCode, body: &Value) -> CliError {

@@ -14,11 +14,15 @@
 //! - a route with `ApiKeyRequired` needs a usage plan key (from the
 //!   authorizer with `ApiKeySourceType: AUTHORIZER`, else `x-api-key`) that a
 //!   plan of this stage holds, and is throttled by that plan ([`throttle`]);
+//! - every route is first throttled by the most specific of the stage's
+//!   `MethodSettings` for its resource and method (exact over `/*` `*`): one
+//!   bucket per route, shared by all clients, taken before the authorizer;
 //! - a refusal is API Gateway's own answer, with the template's
 //!   `GatewayResponses` ([`response`]); the function is not invoked.
 //!
-//! Not emulated: the stage's `MethodSettings` throttles, authorizer caching
-//! (the template asks for none), usage plan quotas.
+//! Not emulated: the account-level throttle (a stage without method
+//! settings is not throttled), authorizer caching (the template asks for
+//! none), usage plan quotas.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,8 +37,8 @@ use serde_json::{Map, Value, json};
 
 use crate::FunctionInvoker;
 use crate::template::{
-    ApiKeySource, ApiRoute, FunctionSpec, LOCAL_REST_API_ID, LambdaAuthorizerSpec, RouteAuth,
-    Template, UsageKeySpec,
+    ApiKeySource, ApiRoute, FunctionSpec, LOCAL_REST_API_ID, LambdaAuthorizerSpec,
+    MethodThrottleSpec, RouteAuth, Template, Throttle, UsageKeySpec,
 };
 
 pub mod authorizer;
@@ -43,7 +47,7 @@ pub mod sigv4;
 pub mod throttle;
 
 pub use response::{GatewayResponses, Refusal, ResponseType};
-pub use throttle::{GatewayClock, SystemGatewayClock, UsageThrottle};
+pub use throttle::{GatewayClock, SystemGatewayClock, TokenBuckets};
 
 /// API Gateway's payload limit for REST APIs.
 pub const BODY_BYTES_MAX: usize = 10 * 1024 * 1024;
@@ -64,6 +68,8 @@ struct Route {
     function_name: String,
     auth: RouteAuth,
     api_key_required: bool,
+    /// The stage's method throttle for this route, if any setting applies.
+    method_throttle: Option<Throttle>,
 }
 
 /// What the proxy enforces: the routes with their auth, the stage, the usage
@@ -78,6 +84,8 @@ pub struct ApiSettings {
     /// Usage plan keys by value: the template's, plus any added
     /// ([`Self::with_usage_keys`], the local service clients).
     pub usage_keys: BTreeMap<String, UsageKeySpec>,
+    /// The stage's `MethodSettings` throttles.
+    pub method_throttles: Vec<MethodThrottleSpec>,
     pub region: String,
     pub account_id: String,
     pub clock: Arc<dyn GatewayClock>,
@@ -93,6 +101,7 @@ impl ApiSettings {
             api_key_source: ApiKeySource::Header,
             gateway_responses: GatewayResponses::default(),
             usage_keys: BTreeMap::new(),
+            method_throttles: Vec::new(),
             region: context.region,
             account_id: context.account_id,
             clock: Arc::new(SystemGatewayClock::default()),
@@ -109,6 +118,7 @@ impl ApiSettings {
             settings.stage = api.stage_name.clone();
             settings.api_key_source = api.api_key_source;
             settings.gateway_responses = GatewayResponses::new(api.gateway_responses.clone());
+            settings.method_throttles = api.method_throttles.clone();
         }
         settings
     }
@@ -141,10 +151,23 @@ fn function_routes(functions: &[FunctionSpec]) -> Vec<(String, ApiRoute)> {
         .collect()
 }
 
+/// The throttle of the most specific of `settings` for the method `method`
+/// of the resource `path`, as API Gateway picks a method's stage settings.
+fn method_throttle(settings: &[MethodThrottleSpec], method: &str, path: &str) -> Option<Throttle> {
+    settings
+        .iter()
+        .filter_map(|spec| Some((spec.specificity(method, path)?, spec.throttle)))
+        .max_by_key(|(specificity, _)| *specificity)
+        .map(|(_, throttle)| throttle)
+}
+
 /// The gateway's side of a request: settings, buckets, the invoker.
 struct Gateway {
     settings: ApiSettings,
-    throttle: UsageThrottle,
+    /// Per (usage plan, key).
+    usage_buckets: TokenBuckets,
+    /// Per (resource path, method): the stage's method throttles.
+    method_buckets: TokenBuckets,
     invoker: Arc<dyn FunctionInvoker>,
 }
 
@@ -166,13 +189,19 @@ pub fn router(settings: ApiSettings, invoker: Arc<dyn FunctionInvoker>) -> Route
             function_name: function_name.clone(),
             auth: route.auth.clone(),
             api_key_required: route.api_key_required,
+            method_throttle: method_throttle(
+                &settings.method_throttles,
+                &route.method,
+                &route.path,
+            ),
         })
         .collect();
     Router::new().fallback(proxy).with_state(ProxyState {
         routes: Arc::new(routes),
         gateway: Arc::new(Gateway {
             settings,
-            throttle: UsageThrottle::default(),
+            usage_buckets: TokenBuckets::default(),
+            method_buckets: TokenBuckets::default(),
             invoker,
         }),
     })
@@ -237,6 +266,10 @@ async fn proxy(State(state): State<ProxyState>, request: Request<Body>) -> Respo
         // What API Gateway answers for a resource or method the API does not declare.
         return refuse(&Refusal::missing_authentication_token());
     };
+    // Before the body is read, the authorizer invoked or the key metered.
+    if !gateway.admit_method(route) {
+        return refuse(&Refusal::throttled());
+    }
     let Ok(body) = to_bytes(body, BODY_BYTES_MAX).await else {
         return refuse(&Refusal::request_too_large());
     };
@@ -274,6 +307,17 @@ async fn proxy(State(state): State<ProxyState>, request: Request<Body>) -> Respo
 }
 
 impl Gateway {
+    /// Takes a request from the route's method bucket (its resource path
+    /// and method, whoever calls); `false` when it is empty.
+    fn admit_method(&self, route: &Route) -> bool {
+        let Some(throttle) = &route.method_throttle else {
+            return true;
+        };
+        let now_ms = self.settings.clock.monotonic_ms();
+        self.method_buckets
+            .admit(&route.template, &route.method, throttle, now_ms)
+    }
+
     /// Authenticates the request as the route asks and meters its usage
     /// plan key, writing what API Gateway learnt into the proxy `event`
     /// (`requestContext.authorizer`, `requestContext.identity`).
@@ -332,7 +376,7 @@ impl Gateway {
         if let Some(throttle) = &spec.plan.throttle {
             let now_ms = self.settings.clock.monotonic_ms();
             if !self
-                .throttle
+                .usage_buckets
                 .admit(&spec.plan.logical_id, &key, throttle, now_ms)
             {
                 return Err(Refusal::throttled());
@@ -748,6 +792,40 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    }
+
+    #[test]
+    fn the_most_specific_method_setting_wins_whatever_its_order() {
+        let setting =
+            |resource: Option<&str>, method: Option<&str>, burst_requests| MethodThrottleSpec {
+                resource_path: resource.map(str::to_owned),
+                http_method: method.map(str::to_owned),
+                throttle: Throttle {
+                    rate_millirequests_per_second: 1_000,
+                    burst_requests,
+                },
+            };
+        let burst = |settings: &[MethodThrottleSpec], method, path| {
+            method_throttle(settings, method, path).map(|t| t.burst_requests)
+        };
+        // GIVEN the exact setting first, then the default and the partial ones
+        let settings = [
+            setting(Some("/health"), Some("GET"), 3),
+            setting(None, None, 0),
+            setting(None, Some("GET"), 1),
+            setting(Some("/health"), None, 2),
+        ];
+        assert_eq!(burst(&settings, "GET", "/health"), Some(3));
+        assert_eq!(burst(&settings, "ANY", "/health"), Some(2));
+        assert_eq!(burst(&settings, "GET", "/payments"), Some(1));
+        assert_eq!(burst(&settings, "POST", "/payments"), Some(0));
+        // AND in reverse order the same
+        let mut reversed = settings.clone();
+        reversed.reverse();
+        assert_eq!(burst(&reversed, "GET", "/health"), Some(3));
+        assert_eq!(burst(&reversed, "POST", "/payments"), Some(0));
+        // AND without a default, an unnamed method is not throttled
+        assert_eq!(burst(&settings[..1], "POST", "/payments"), None);
     }
 
     #[test]

@@ -250,6 +250,41 @@ pub struct ApiSpec {
     pub api_key_required: bool,
     /// `GatewayResponses`, by response type.
     pub gateway_responses: BTreeMap<String, GatewayResponseSpec>,
+    /// The stage's `MethodSettings` that throttle, in template order.
+    pub method_throttles: Vec<MethodThrottleSpec>,
+}
+
+/// One entry of the stage's `MethodSettings` with a throttle: the methods it
+/// applies to and their limits. Each method it applies to has its own
+/// bucket, shared by every client, as API Gateway meters a stage's methods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodThrottleSpec {
+    /// `ResourcePath` with `~1` decoded (`/~1health` → `/health`); `None`
+    /// for `/*`, every resource.
+    pub resource_path: Option<String>,
+    /// `HttpMethod` upper-case (`GET`, `ANY`); `None` for `*`, every method.
+    pub http_method: Option<String>,
+    /// `ThrottlingRateLimit` and `ThrottlingBurstLimit`.
+    pub throttle: Throttle,
+}
+
+impl MethodThrottleSpec {
+    /// How specifically the setting names the method `method` of the
+    /// resource `path` (higher wins: an exact resource and method is 3, the
+    /// `/*` `*` default 0); `None` when it does not apply to it.
+    pub fn specificity(&self, method: &str, path: &str) -> Option<u8> {
+        let resource = match self.resource_path.as_deref() {
+            None => 0,
+            Some(resource) if resource == path => 2,
+            Some(_) => return None,
+        };
+        let verb = match self.http_method.as_deref() {
+            None => 0,
+            Some(verb) if verb == method => 1,
+            Some(_) => return None,
+        };
+        Some(resource + verb)
+    }
 }
 
 /// A usage plan's `Throttle`, in integers: requests per second in
@@ -356,6 +391,7 @@ impl Template {
         template.names = template.read_names()?;
         template.api = template.read_api()?;
         template.functions = template.read_functions()?;
+        template.check_method_throttles()?;
         template.state_machines = template.read_state_machines()?;
         template.usage_keys = template.read_usage_keys()?;
         Ok(template)
@@ -1241,6 +1277,102 @@ mod tests {
         assert_eq!(template.resolve(&stage).unwrap(), "dev");
         let id: Value = serde_yaml_ng::from_str("!Ref PaymentApi").unwrap();
         assert_eq!(template.resolve(&id).unwrap(), LOCAL_REST_API_ID);
+    }
+
+    #[test]
+    fn reads_the_payment_apis_three_method_settings_with_their_numbers() {
+        let template = repo_template();
+        let api = template.api.as_ref().unwrap();
+        let setting =
+            |resource: Option<&str>, method: Option<&str>, rate, burst| MethodThrottleSpec {
+                resource_path: resource.map(str::to_owned),
+                http_method: method.map(str::to_owned),
+                throttle: Throttle {
+                    rate_millirequests_per_second: rate,
+                    burst_requests: burst,
+                },
+            };
+        assert_eq!(
+            api.method_throttles,
+            [
+                setting(None, None, 100_000, 200),
+                setting(Some("/wallets/{userId}/credit"), Some("POST"), 5_000, 10),
+                setting(Some("/health"), Some("GET"), 10_000, 20),
+            ]
+        );
+        // The exact resource and method wins over the default; the ANY route of
+        // the same path is another method, and only the default names it.
+        let health = &api.method_throttles[2];
+        assert_eq!(health.specificity("GET", "/health"), Some(3));
+        assert_eq!(health.specificity("ANY", "/health"), None);
+        assert_eq!(
+            api.method_throttles[0].specificity("ANY", "/health"),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn method_settings_decode_paths_and_refuse_what_they_cannot_honour() {
+        // GIVEN a fractional rate, `*` methods of one resource, a setting with no throttle
+        let api = "      MethodSettings:
+        - {ResourcePath: \"/~1things\", HttpMethod: \"*\", ThrottlingRateLimit: 0.5, ThrottlingBurstLimit: 1}
+        - {ResourcePath: \"/*\", HttpMethod: \"*\", MetricsEnabled: true}";
+        let template = api_template(api, "").unwrap();
+        let throttles = &template.api.as_ref().unwrap().method_throttles;
+        assert_eq!(
+            throttles,
+            &[MethodThrottleSpec {
+                resource_path: Some("/things".to_owned()),
+                http_method: None,
+                throttle: Throttle {
+                    rate_millirequests_per_second: 500,
+                    burst_requests: 1,
+                },
+            }]
+        );
+        assert_eq!(throttles[0].specificity("GET", "/things"), Some(2));
+        for (setting, expected) in [
+            (
+                "{ResourcePath: \"/~1thing\", HttpMethod: GET, ThrottlingRateLimit: 1, ThrottlingBurstLimit: 1}",
+                "no Api event declares it",
+            ),
+            (
+                "{ResourcePath: \"/~1things\", HttpMethod: POST, ThrottlingRateLimit: 1, ThrottlingBurstLimit: 1}",
+                "no Api event declares it",
+            ),
+            (
+                "{ResourcePath: \"things\", HttpMethod: GET, ThrottlingRateLimit: 1, ThrottlingBurstLimit: 1}",
+                "ResourcePath things",
+            ),
+            (
+                "{ResourcePath: \"/*\", HttpMethod: \"*\", ThrottlingRateLimit: 1, ThrottlingBurstLimit: 1.5}",
+                "ThrottlingBurstLimit 1.5",
+            ),
+            (
+                "{ResourcePath: \"/*\", HttpMethod: \"*\", ThrottlingRateLimit: -1, ThrottlingBurstLimit: 1}",
+                "ThrottlingRateLimit -1",
+            ),
+            (
+                "{ResourcePath: \"/*\", HttpMethod: \"*\", ThrottlingRateLimit: 1}",
+                "without ThrottlingBurstLimit",
+            ),
+            (
+                "{ResourcePath: \"/*\", HttpMethod: \"*\", CachingEnabled: true}",
+                "CachingEnabled is not supported",
+            ),
+            (
+                "{ResourcePath: \"/*\", HttpMethod: \"*\", ThrottlingRateLimit: 1, ThrottlingBurstLimit: 1}, {ResourcePath: \"/*\", HttpMethod: \"*\", ThrottlingRateLimit: 2, ThrottlingBurstLimit: 2}",
+                "a second setting",
+            ),
+            (
+                "{ResourcePath: \"/*\", HttpMethod: FETCH, ThrottlingRateLimit: 1, ThrottlingBurstLimit: 1}",
+                "HttpMethod FETCH",
+            ),
+        ] {
+            let api = format!("      MethodSettings: [{setting}]");
+            let err = api_template(&api, "").unwrap_err().to_string();
+            assert!(err.contains(expected), "{setting}: {err}");
+        }
     }
 
     #[test]

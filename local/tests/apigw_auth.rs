@@ -1,7 +1,8 @@
 //! The local API Gateway enforces the repository template's authentication:
 //! the PrincipalAuthorizer (Lambda REQUEST) with usage plan keys from the
 //! authorizer on client routes, SigV4 on the operator's credit route, nothing
-//! on the open routes. Functions are fakes (the authorizer's answer is
+//! on the open routes; and its stage method throttles (`MethodSettings`) on
+//! every route. Functions are fakes (the authorizer's answer is
 //! scripted, every other function records its event); the clock is manual.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -565,4 +566,89 @@ async fn open_routes_pass_untouched() {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body, json!({"message": "Missing Authentication Token"}));
+}
+
+/// The repository template's stage method setting for `method` on
+/// `resource` (`None`: the `/*` `*` default).
+fn method_setting(resource: Option<&str>, method: Option<&str>) -> local::template::Throttle {
+    let api = repo_template(&[]).api.unwrap();
+    api.method_throttles
+        .into_iter()
+        .find(|s| s.resource_path.as_deref() == resource && s.http_method.as_deref() == method)
+        .unwrap()
+        .throttle
+}
+
+fn health_check() -> Request<Body> {
+    Request::get("/health").body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn the_health_methods_burst_is_exhausted_then_429_and_other_routes_are_unaffected() {
+    // GIVEN the template's GET /health method setting: 10/s, burst 20
+    let health = method_setting(Some("/health"), Some("GET"));
+    assert_eq!(health.burst_requests, 20);
+    assert_eq!(health.rate_millirequests_per_second, 10_000);
+    let api = api(&[], allow(Some(END_USER_KEY)));
+    // WHEN its burst is spent at one instant THEN every one of them passed
+    for _ in 0..health.burst_requests {
+        assert_eq!(send(&api.app, health_check()).await.0, StatusCode::OK);
+    }
+    // AND the next gets the template's THROTTLED response, and nothing ran
+    let (status, headers, body) = send(&api.app, health_check()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(headers["x-amzn-errortype"], "TooManyRequestsException");
+    assert_eq!(body, json!({"message": "Too Many Requests"}));
+    let burst = usize::try_from(health.burst_requests).unwrap();
+    assert_eq!(api.functions.calls_of(API_HANDLER).len(), burst);
+    // AND other routes are not throttled by it: another method of /health (its
+    // ANY route), a client route
+    let other_method = Request::delete("/health").body(Body::empty()).unwrap();
+    assert_eq!(send(&api.app, other_method).await.0, StatusCode::OK);
+    assert_eq!(send(&api.app, create_payment()).await.0, StatusCode::OK);
+    assert_eq!(api.functions.calls_of(API_HANDLER).len(), burst + 2);
+    // WHEN 100 ms pass (one request at 10/s) THEN exactly one more health check
+    api.clock.advance(Duration::from_millis(99));
+    assert_eq!(
+        send(&api.app, health_check()).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    api.clock.advance(Duration::from_millis(1));
+    assert_eq!(send(&api.app, health_check()).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&api.app, health_check()).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn a_route_without_its_own_method_setting_gets_the_stage_default_before_the_authorizer() {
+    // GIVEN the template's `/*` `*` default (burst 200) and a usage plan that
+    // would allow more, so only the method bucket can refuse
+    let default = method_setting(None, None);
+    assert_eq!(default.burst_requests, 200);
+    let api = api(
+        &[("EndUserRateLimit", "1"), ("EndUserBurstLimit", "1000")],
+        allow(Some(END_USER_KEY)),
+    );
+    // WHEN POST /payments (no setting of its own) spends the default's burst
+    for _ in 0..default.burst_requests {
+        assert_eq!(send(&api.app, create_payment()).await.0, StatusCode::OK);
+    }
+    // THEN the next is throttled before the authorizer or api-handler runs
+    let (status, headers, _) = send(&api.app, create_payment()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers["retry-after"], "1");
+    let burst = usize::try_from(default.burst_requests).unwrap();
+    assert_eq!(api.functions.calls_of(AUTHORIZER).len(), burst);
+    assert_eq!(api.functions.calls_of(API_HANDLER).len(), burst);
+    // AND the default is a bucket per method, not one for the stage: GET
+    // /payments/{paymentId} still passes
+    let get = Request::get("/payments/pay_1")
+        .header("host", HOST)
+        .header("authorization", "Bearer token")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&api.app, get).await.0, StatusCode::OK);
 }

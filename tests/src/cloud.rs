@@ -9,6 +9,20 @@ use local::cloud::Options;
 
 use crate::backend::repo_root;
 
+/// The one runtime of an end-to-end test binary: its shared cloud lives as
+/// long as the test process, across tests that each `block_on` it.
+#[allow(clippy::expect_used)] // a test process without a runtime cannot test anything
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    })
+}
+
 /// Waits and retry intervals run 20x faster than real time.
 pub const TIME_SCALE: f64 = 0.05;
 

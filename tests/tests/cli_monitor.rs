@@ -9,24 +9,13 @@ use std::process::Output;
 use std::sync::OnceLock;
 
 use local::cloud::LocalCloud;
-use saga_tests::cloud::{bin_dir, options};
+use saga_tests::cloud::{bin_dir, options, runtime};
 use serde_json::Value;
 
 struct Cloud {
     _cloud: LocalCloud,
     api: String,
     edge: String,
-}
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    })
 }
 
 fn cloud() -> &'static Cloud {

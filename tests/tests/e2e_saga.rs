@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use local::cloud::LocalCloud;
 use local::template::{Context, Template};
 use saga_tests::backend::repo_root;
-use saga_tests::cloud::options;
+use saga_tests::cloud::{options, runtime};
 use serde_json::{Value, json};
 use shared::domain::{Currency, LedgerEntry, UserId, WalletKey};
 use shared::dynamo::{DynamoStore, TableNames};
@@ -22,19 +22,8 @@ use shared::ports::WalletRepo;
 /// The longest a payment may take to settle in these tests.
 const SETTLE_SECONDS_MAX: u64 = 60;
 
-/// One runtime and one cloud shared by the scenarios that leave the gateway
-/// in its normal mode (the cloud lives as long as the test process).
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-}
-
+/// One cloud shared by the scenarios that leave the gateway in its normal
+/// mode (it lives as long as the test process).
 fn shared_cloud() -> &'static Client {
     static CLOUD: OnceLock<(LocalCloud, Client)> = OnceLock::new();
     &CLOUD
@@ -99,7 +88,19 @@ impl Client {
                 request = request.json(&body);
             }
         }
-        let response = request.send().await.unwrap();
+        // A throttled request (429: nothing was done) is sent again after its
+        // Retry-After, as a careful client does: the tests share one cloud.
+        let mut attempt = 1;
+        let response = loop {
+            let again = request.try_clone().unwrap();
+            let response = request.send().await.unwrap();
+            if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS || attempt == 10 {
+                break response;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            request = again;
+            attempt += 1;
+        };
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
         (
@@ -218,7 +219,19 @@ impl Client {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.unwrap();
+        // A throttled request (429: nothing was done) is sent again after its
+        // Retry-After, as a careful client does: the tests share one cloud.
+        let mut attempt = 1;
+        let response = loop {
+            let again = request.try_clone().unwrap();
+            let response = request.send().await.unwrap();
+            if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS || attempt == 10 {
+                break response;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            request = again;
+            attempt += 1;
+        };
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
         (

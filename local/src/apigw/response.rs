@@ -148,7 +148,7 @@ impl Refusal {
         )
     }
 
-    /// Over the usage plan's rate or burst.
+    /// Over the rate or burst of the usage plan or of the method's stage setting.
     pub fn throttled() -> Self {
         Self::new(
             ResponseType::Throttled,

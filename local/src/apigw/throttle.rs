@@ -1,7 +1,9 @@
-//! Usage plan throttling: a token bucket per (usage plan, key), as API
-//! Gateway meters each key of a plan — `BurstLimit` requests at once, refilled
-//! continuously at `RateLimit` per second. Integer arithmetic in millionths
-//! of a request, so fractional rates (0.5/s) refill exactly.
+//! Throttling by token buckets, as API Gateway meters each key of a usage
+//! plan (a bucket per (plan, key)) and each method of a stage (a bucket per
+//! (resource path, method), shared by every client): `BurstLimit` requests
+//! at once, refilled continuously at `RateLimit` per second. Integer
+//! arithmetic in millionths of a request, so fractional rates (0.5/s) refill
+//! exactly.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -50,17 +52,18 @@ struct Bucket {
     updated_ms: u64,
 }
 
-/// The buckets of every (plan, key) seen so far: at most one per usage key
-/// of the template and the local clients, so the map stays small.
+/// The buckets of every (scope, key) seen so far — (plan, usage key) or
+/// (resource path, method): at most one per usage key of the template and
+/// the local clients, or per declared route, so the map stays small.
 #[derive(Debug, Default)]
-pub struct UsageThrottle {
+pub struct TokenBuckets {
     buckets: Mutex<HashMap<(String, String), Bucket>>,
 }
 
-impl UsageThrottle {
-    /// Takes one request from the bucket of `plan` and `key` at `now_ms`;
+impl TokenBuckets {
+    /// Takes one request from the bucket of `scope` and `key` at `now_ms`;
     /// `false` when it is empty (the request is throttled, nothing taken).
-    pub fn admit(&self, plan: &str, key: &str, throttle: &Throttle, now_ms: u64) -> bool {
+    pub fn admit(&self, scope: &str, key: &str, throttle: &Throttle, now_ms: u64) -> bool {
         let capacity = throttle
             .burst_requests
             .saturating_mul(MICROTOKENS_PER_REQUEST);
@@ -69,7 +72,7 @@ impl UsageThrottle {
             Err(poisoned) => poisoned.into_inner(),
         };
         let bucket = buckets
-            .entry((plan.to_owned(), key.to_owned()))
+            .entry((scope.to_owned(), key.to_owned()))
             .or_insert(Bucket {
                 microtokens: capacity,
                 updated_ms: now_ms,
@@ -100,7 +103,7 @@ mod tests {
 
     #[test]
     fn a_burst_is_served_then_refused_until_tokens_refill() {
-        let throttle = UsageThrottle::default();
+        let throttle = TokenBuckets::default();
         let admit = |now_ms| throttle.admit("plan", "key", &TWO_PER_SECOND_BURST_TWO, now_ms);
         // GIVEN a full bucket of 2 THEN two requests at once pass, the third not
         assert!(admit(0));
@@ -123,7 +126,7 @@ mod tests {
             rate_millirequests_per_second: 500,
             burst_requests: 1,
         };
-        let throttle = UsageThrottle::default();
+        let throttle = TokenBuckets::default();
         assert!(throttle.admit("plan", "a", &half_per_second, 0));
         assert!(!throttle.admit("plan", "a", &half_per_second, 1_999));
         // Another key, or the same key in another plan, is not throttled by it.
@@ -140,6 +143,6 @@ mod tests {
             rate_millirequests_per_second: 1_000_000,
             burst_requests: 0,
         };
-        assert!(!UsageThrottle::default().admit("plan", "key", &none, 10_000));
+        assert!(!TokenBuckets::default().admit("plan", "key", &none, 10_000));
     }
 }

@@ -9,8 +9,8 @@ use serde_yaml_ng::Value;
 
 use super::{
     ApiKeySource, ApiRoute, ApiSpec, ApiStage, GatewayResponseSpec, LambdaAuthorizerSpec,
-    RouteAuth, Template, TemplateError, Throttle, UsageKeySpec, UsagePlanSpec, intrinsic_parts,
-    invalid,
+    MethodThrottleSpec, RouteAuth, Template, TemplateError, Throttle, UsageKeySpec, UsagePlanSpec,
+    intrinsic_parts, invalid,
 };
 
 /// The `Authorizer` values that name no authorizer of the API.
@@ -29,6 +29,21 @@ const API_AUTH_KEYS: [&str; 5] = [
 /// What it reads of an `Api` event's `Auth` (`InvokeRole` does not matter
 /// locally: the proxy invokes the function itself).
 const ROUTE_AUTH_KEYS: [&str; 3] = ["Authorizer", "ApiKeyRequired", "InvokeRole"];
+/// What it reads of a `MethodSettings` entry: where and the throttle. Metrics
+/// and logging change nothing a caller sees; caching would, and is refused.
+const METHOD_SETTING_KEYS: [&str; 7] = [
+    "ResourcePath",
+    "HttpMethod",
+    "ThrottlingRateLimit",
+    "ThrottlingBurstLimit",
+    "MetricsEnabled",
+    "DataTraceEnabled",
+    "LoggingLevel",
+];
+/// The `HttpMethod`s of a method setting besides `*`.
+const HTTP_METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "ANY",
+];
 
 impl Template {
     /// The template's `AWS::Serverless::Api`, if any.
@@ -103,6 +118,7 @@ impl Template {
                 self.read_gateway_response(&owner, response)?,
             );
         }
+        let method_throttles = self.read_method_throttles(logical_id, props)?;
         Ok(ApiSpec {
             logical_id: logical_id.to_owned(),
             stage_name,
@@ -111,7 +127,120 @@ impl Template {
             default_auth,
             api_key_required,
             gateway_responses,
+            method_throttles,
         })
+    }
+
+    /// The stage's `MethodSettings` entries that throttle; one naming the
+    /// same methods as another is refused (which would win is unclear).
+    fn read_method_throttles(
+        &self,
+        logical_id: &str,
+        props: &Value,
+    ) -> Result<Vec<MethodThrottleSpec>, TemplateError> {
+        let declared = match props.get("MethodSettings") {
+            None => return Ok(Vec::new()),
+            Some(Value::Sequence(settings)) => settings,
+            Some(_) => {
+                return Err(invalid(format!(
+                    "{logical_id}: MethodSettings is not a list"
+                )));
+            }
+        };
+        let mut throttles: Vec<MethodThrottleSpec> = Vec::new();
+        for (index, setting) in declared.iter().enumerate() {
+            let owner = format!("{logical_id}.MethodSettings[{index}]");
+            let Some(spec) = self.read_method_throttle(&owner, setting)? else {
+                continue;
+            };
+            let same = |other: &&MethodThrottleSpec| {
+                other.resource_path == spec.resource_path && other.http_method == spec.http_method
+            };
+            if throttles.iter().any(|other| same(&other)) {
+                return Err(invalid(format!(
+                    "{owner}: a second setting for these methods"
+                )));
+            }
+            throttles.push(spec);
+        }
+        Ok(throttles)
+    }
+
+    /// One `MethodSettings` entry; `None` when it sets no throttle (its
+    /// methods keep the `/*` `*` one).
+    fn read_method_throttle(
+        &self,
+        owner: &str,
+        setting: &Value,
+    ) -> Result<Option<MethodThrottleSpec>, TemplateError> {
+        only_keys(setting, &METHOD_SETTING_KEYS, owner)?;
+        let field = |name: &str| -> Result<Option<String>, TemplateError> {
+            setting
+                .get(name)
+                .map(|value| self.resolve(value))
+                .transpose()
+        };
+        let resource =
+            field("ResourcePath")?.ok_or_else(|| invalid(format!("{owner}: no ResourcePath")))?;
+        let method =
+            field("HttpMethod")?.ok_or_else(|| invalid(format!("{owner}: no HttpMethod")))?;
+        let throttle = match (
+            field("ThrottlingRateLimit")?,
+            field("ThrottlingBurstLimit")?,
+        ) {
+            (None, None) => return Ok(None),
+            (Some(rate), Some(burst)) => throttle_of(
+                ("ThrottlingRateLimit", &rate),
+                ("ThrottlingBurstLimit", &burst),
+                owner,
+            )?,
+            _ => {
+                return Err(invalid(format!(
+                    "{owner}: ThrottlingRateLimit without ThrottlingBurstLimit (or the reverse) is not supported locally"
+                )));
+            }
+        };
+        let http_method = match method.to_uppercase().as_str() {
+            "*" => None,
+            verb if HTTP_METHODS.contains(&verb) => Some(verb.to_owned()),
+            _ => return Err(invalid(format!("{owner}: HttpMethod {method}"))),
+        };
+        Ok(Some(MethodThrottleSpec {
+            resource_path: method_setting_resource(&resource)
+                .ok_or_else(|| invalid(format!("{owner}: ResourcePath {resource}")))?,
+            http_method,
+            throttle,
+        }))
+    }
+
+    /// Refuses a method setting for a resource or method no `Api` event
+    /// declares: API Gateway refuses to deploy it, and locally it would
+    /// throttle nothing (a typo in `~1` escapes, say).
+    pub(super) fn check_method_throttles(&self) -> Result<(), TemplateError> {
+        let Some(api) = &self.api else {
+            return Ok(());
+        };
+        for spec in &api.method_throttles {
+            let Some(path) = &spec.resource_path else {
+                continue;
+            };
+            let declared = self
+                .functions
+                .iter()
+                .flat_map(|f| &f.api_routes)
+                .any(|route| {
+                    &route.path == path
+                        && spec.http_method.as_ref().is_none_or(|m| m == &route.method)
+                });
+            if !declared {
+                let method = spec.http_method.as_deref().unwrap_or("*");
+                return Err(invalid(format!(
+                    "{}: MethodSettings {method} {path}: no Api event declares it",
+                    api.logical_id
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn read_authorizer(
@@ -484,14 +613,40 @@ pub(crate) fn parse_throttle(
     burst: &str,
     owner: &str,
 ) -> Result<Throttle, TemplateError> {
+    throttle_of(
+        ("Throttle.RateLimit", rate),
+        ("Throttle.BurstLimit", burst),
+        owner,
+    )
+}
+
+/// A `Throttle` from a (field, text) rate (a decimal, at most three places)
+/// and burst (whole requests), the fields naming them in errors.
+fn throttle_of(
+    (rate_field, rate): (&str, &str),
+    (burst_field, burst): (&str, &str),
+    owner: &str,
+) -> Result<Throttle, TemplateError> {
     Ok(Throttle {
         rate_millirequests_per_second: thousandths(rate)
             .and_then(|rate| u64::try_from(rate).ok())
-            .ok_or_else(|| invalid(format!("{owner}: Throttle.RateLimit {rate}")))?,
+            .ok_or_else(|| invalid(format!("{owner}: {rate_field} {rate}")))?,
         burst_requests: burst
             .parse()
-            .map_err(|_| invalid(format!("{owner}: Throttle.BurstLimit {burst}")))?,
+            .map_err(|_| invalid(format!("{owner}: {burst_field} {burst}")))?,
     })
+}
+
+/// A method setting's `ResourcePath`: `/*` is every resource (`Some(None)`);
+/// else `/` then the resource path with each `/` written `~1` (and `~` as
+/// `~0`), as in API Gateway's stage settings: `/~1health` → `/health`.
+fn method_setting_resource(text: &str) -> Option<Option<String>> {
+    let escaped = text.strip_prefix('/')?;
+    if escaped == "*" {
+        return Some(None);
+    }
+    let path = escaped.replace("~1", "/").replace("~0", "~");
+    path.starts_with('/').then_some(Some(path))
 }
 
 /// A decimal number in thousandths (`0.5` → 500, `-2` → -2000); `None`
