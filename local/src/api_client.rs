@@ -30,13 +30,12 @@ pub const DEMO_MERCHANT_API_KEY: &str = "local-demo-merchant-key-000000000001";
 pub const READ_ONLY_CLIENT_ID: &str = "read-only-client";
 pub const READ_ONLY_CLIENT_API_KEY: &str = "local-read-only-client-key-000000000002";
 
-/// The item attributes the authorizer reads (its `aws::attr`).
+/// The item attributes the authorizer reads (`shared::dynamo::attr`).
 mod attr {
-    pub const KEY_HASH: &str = "keyHash";
-    pub const CLIENT_ID: &str = "clientId";
-    pub const SCOPES: &str = "scopes";
-    pub const STATUS: &str = "status";
-    pub const STATUS_ACTIVE: &str = "ACTIVE";
+    pub use shared::dynamo::attr::{
+        API_CLIENT_ACTIVE as STATUS_ACTIVE, API_CLIENT_ID as CLIENT_ID,
+        API_CLIENT_KEY_HASH as KEY_HASH, API_CLIENT_SCOPES as SCOPES, STATUS,
+    };
 }
 
 /// One local service client.

@@ -24,6 +24,7 @@
 //! settings is not throttled), authorizer caching (the template asks for
 //! none), usage plan quotas.
 
+use crate::json_response;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -656,13 +657,6 @@ fn insert_header(headers: &mut HeaderMap, name: &str, value: &str) {
     if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(value)) {
         headers.insert(name, value);
     }
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = status;
-    insert_header(response.headers_mut(), "content-type", "application/json");
-    response
 }
 
 #[cfg(test)]

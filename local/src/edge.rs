@@ -18,6 +18,7 @@
 //! and the local issuer of end users' tokens, with the local service
 //! clients' keys, under `/local-issuer/` ([`crate::issuer`]).
 
+use crate::json_response;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -256,15 +257,6 @@ fn error_response(error: &ApiError) -> Response<Body> {
         status,
         &json!({"__type": error.error_type, "message": error.message}),
     )
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
-    response
 }
 
 #[cfg(test)]

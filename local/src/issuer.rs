@@ -14,6 +14,7 @@
 //! ([`crate::cloud`]); the audience is [`LOCAL_AUDIENCE`], which the template
 //! gets as `UserPoolClientId` ([`crate::template::LOCAL_PARAMETER_OVERRIDES`]).
 
+use crate::json_response;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,7 +25,7 @@ use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderValue, Response, StatusCode};
+use axum::http::{Response, StatusCode};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -266,15 +267,6 @@ fn bad_request(code: &str, message: &str) -> Response<Body> {
         StatusCode::BAD_REQUEST,
         &json!({"error": {"type": "invalid_request_error", "code": code, "message": message}}),
     )
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
-    response
 }
 
 #[cfg(test)]

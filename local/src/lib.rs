@@ -41,3 +41,17 @@ pub trait FunctionInvoker: Send + Sync {
     async fn invoke_function(&self, function: &str, payload: Value)
     -> Result<Value, InvokeFailure>;
 }
+
+/// A JSON answer of the local cloud's own HTTP servers (edge, issuer, API Gateway).
+pub(crate) fn json_response(
+    status: axum::http::StatusCode,
+    body: &Value,
+) -> axum::http::Response<axum::body::Body> {
+    let mut response = axum::http::Response::new(axum::body::Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -16,16 +16,14 @@ use tracing::warn;
 use crate::client::{ApiClient, ClientDirectory, Scope};
 use crate::token::{JwksError, JwksSource};
 
-/// Attributes of an API clients item (written by `scripts/create-client.sh`).
+/// Attributes of an API clients item (written by `scripts/create-client.sh`);
+/// their one home is `shared::dynamo::attr`.
 pub mod attr {
-    /// Partition key: lowercase hex SHA-256 of the API key.
-    pub const KEY_HASH: &str = "keyHash";
-    pub const CLIENT_ID: &str = "clientId";
-    /// A list of scope names (`L` of `S`).
-    pub const SCOPES: &str = "scopes";
-    pub const STATUS: &str = "status";
-    pub const STATUS_ACTIVE: &str = "ACTIVE";
-    pub const STATUS_DISABLED: &str = "DISABLED";
+    pub use shared::dynamo::attr::{
+        API_CLIENT_ACTIVE as STATUS_ACTIVE, API_CLIENT_DISABLED as STATUS_DISABLED,
+        API_CLIENT_ID as CLIENT_ID, API_CLIENT_KEY_HASH as KEY_HASH, API_CLIENT_SCOPES as SCOPES,
+        STATUS,
+    };
 }
 
 pub type Attributes = HashMap<String, AttributeValue>;

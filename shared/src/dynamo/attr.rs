@@ -60,3 +60,13 @@ pub const INDEX_OPEN: &str = "OpenIndex";
 /// Values of the idempotency record's `state` attribute.
 pub const STATE_IN_PROGRESS: &str = "IN_PROGRESS";
 pub const STATE_COMPLETED: &str = "COMPLETED";
+
+// The API clients table (service clients' keys), read by the authorizer and
+// seeded by the local cloud; `STATUS` above is its status attribute.
+/// Partition key: lowercase hex SHA-256 of the API key.
+pub const API_CLIENT_KEY_HASH: &str = "keyHash";
+pub const API_CLIENT_ID: &str = "clientId";
+/// A list of scope names (`L` of `S`).
+pub const API_CLIENT_SCOPES: &str = "scopes";
+pub const API_CLIENT_ACTIVE: &str = "ACTIVE";
+pub const API_CLIENT_DISABLED: &str = "DISABLED";
