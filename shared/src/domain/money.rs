@@ -81,6 +81,18 @@ impl Currency {
         self.code
     }
 
+    /// Every currency [`Currency::parse`] accepts, by code (what
+    /// `api/openapi.yaml` lists, checked by its contract test).
+    pub fn all() -> Vec<Self> {
+        use iso_currency::IntoEnumIterator;
+        let mut all: Vec<Self> = iso_currency::Currency::iter()
+            .filter_map(|iso| Self::parse(iso.code()).ok())
+            .collect();
+        all.sort_by_key(|currency| currency.code);
+        all.dedup();
+        all
+    }
+
     /// Number of decimal places of the minor unit.
     pub fn scale(&self) -> u32 {
         self.scale
@@ -306,6 +318,24 @@ impl<'de> Deserialize<'de> for Money {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+
+    #[test]
+    fn all_lists_exactly_the_accepted_currencies() {
+        let all = Currency::all();
+        let codes: Vec<&str> = all.iter().map(Currency::code).collect();
+        for accepted in ["USD", "EUR", "JPY", "KWD", "CLF"] {
+            assert!(codes.contains(&accepted), "{accepted}");
+        }
+        for refused in ["XAU", "XXX"] {
+            assert!(!codes.contains(&refused), "{refused}");
+            assert!(Currency::parse(refused).is_err());
+        }
+        assert!(
+            codes.windows(2).all(|pair| pair[0] < pair[1]),
+            "sorted, once each"
+        );
+    }
+
     use super::*;
 
     fn money(amount: &str, currency: &str) -> Result<Money, MoneyError> {

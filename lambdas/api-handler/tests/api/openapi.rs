@@ -314,6 +314,22 @@ fn every_route_the_router_serves_is_in_the_spec_and_vice_versa() {
 }
 
 #[test]
+fn the_spec_lists_exactly_the_currencies_the_handler_accepts() {
+    let spec = Spec::load();
+    let listed: Vec<String> = spec.doc["components"]["schemas"]["Currency"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    let accepted: Vec<String> = shared::domain::money::Currency::all()
+        .iter()
+        .map(|c| c.code().to_owned())
+        .collect();
+    assert_eq!(listed, accepted, "Currency.enum vs Currency::all (sorted)");
+}
+
+#[test]
 fn the_spec_lists_exactly_the_error_codes_and_under_their_status() {
     let spec = Spec::load();
     let ours: BTreeSet<String> = Code::ALL.iter().map(|c| c.as_str().to_owned()).collect();
