@@ -88,25 +88,8 @@ impl Client {
                 request = request.json(&body);
             }
         }
-        // A throttled request (429: nothing was done) is sent again after its
-        // Retry-After, as a careful client does: the tests share one cloud.
-        let mut attempt = 1;
-        let response = loop {
-            let again = request.try_clone().unwrap();
-            let response = request.send().await.unwrap();
-            if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS || attempt == 10 {
-                break response;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            request = again;
-            attempt += 1;
-        };
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        // The API is throttled like API Gateway: the tests share one cloud.
+        exchange(request, true).await
     }
 
     async fn credit(&self, user: &str, amount: &str) {
@@ -219,25 +202,7 @@ impl Client {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        // A throttled request (429: nothing was done) is sent again after its
-        // Retry-After, as a careful client does: the tests share one cloud.
-        let mut attempt = 1;
-        let response = loop {
-            let again = request.try_clone().unwrap();
-            let response = request.send().await.unwrap();
-            if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS || attempt == 10 {
-                break response;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            request = again;
-            attempt += 1;
-        };
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        exchange(request, false).await
     }
 
     /// One Step Functions operation over the AWS JSON 1.0 protocol, as the
@@ -296,6 +261,30 @@ impl Client {
         }
         request.send().await.unwrap().json().await.unwrap()
     }
+}
+
+/// Sends the request and reads its status and JSON body (the text when not
+/// JSON). `retry_throttled`: a 429 (nothing was done) is sent again after a
+/// second, up to 10 times, as a careful client does.
+async fn exchange(mut request: reqwest::RequestBuilder, retry_throttled: bool) -> (u16, Value) {
+    let mut attempt = 1;
+    let response = loop {
+        let again = request.try_clone().unwrap();
+        let response = request.send().await.unwrap();
+        let throttled = response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS;
+        if !(retry_throttled && throttled) || attempt == 10 {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        request = again;
+        attempt += 1;
+    };
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn user(prefix: &str) -> String {

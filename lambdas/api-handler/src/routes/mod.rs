@@ -65,33 +65,35 @@ async fn run(deps: &Deps, request: &Request<'_>, route: Route<'_>) -> Result<Res
         Route::Health => Ok(Response::json(200, &json!({"status": "ok"}))),
         Route::GatewayWebhook => webhooks::receive(deps, request).await,
         Route::CreatePayment => {
-            let principal = request.principal()?;
-            principal.require(Scope::PaymentsWrite)?;
+            let principal = client(request, Scope::PaymentsWrite)?;
             payments::create(deps, request, principal, &read_body(request)?).await
         }
         Route::ListPayments => {
-            let principal = request.principal()?;
-            principal.require(Scope::PaymentsRead)?;
+            let principal = client(request, Scope::PaymentsRead)?;
             payments::list(deps, principal, request.query).await
         }
         Route::GetPayment { payment_id } => {
-            let principal = request.principal()?;
-            principal.require(Scope::PaymentsRead)?;
+            let principal = client(request, Scope::PaymentsRead)?;
             payments::get(deps, principal, payment_id).await
         }
         Route::CreateRefund { payment_id } => {
-            let principal = request.principal()?;
-            principal.require(Scope::RefundsWrite)?;
+            let principal = client(request, Scope::RefundsWrite)?;
             refunds::create(deps, request, principal, payment_id, &read_body(request)?).await
         }
         Route::GetWallet { user_id } => {
-            let principal = request.principal()?;
-            principal.require(Scope::WalletsRead)?;
+            let principal = client(request, Scope::WalletsRead)?;
             wallets::get(deps, principal, user_id).await
         }
         // operator-api's, behind IAM auth: never this function's.
         Route::CreditWallet { .. } => Ok(not_served(request)),
     }
+}
+
+/// The principal of a client route, allowed `scope` (401 without one).
+fn client<'r>(request: &'r Request<'_>, scope: Scope) -> Result<&'r Principal, ApiError> {
+    let principal = request.principal()?;
+    principal.require(scope)?;
+    Ok(principal)
 }
 
 async fn run_operator(
